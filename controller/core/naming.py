@@ -1,0 +1,69 @@
+"""How environments are named in a registry.
+
+Repository: `<prefix>/<name in lowercase>`; it must match the OCI distribution grammar.
+Tag: the first 32 hex digits of the content hash (128 bits, like Azure ML's own image names).
+"""
+
+from __future__ import annotations
+
+import re
+
+from controller.core.errors import SpecError
+
+_COMPONENT = r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*"
+_REPOSITORY = re.compile(rf"{_COMPONENT}(?:/{_COMPONENT})*")
+_REFERENCE = re.compile(
+    r"(?:(?P<host>[A-Za-z0-9.-]+(?::[0-9]+)?)/)?"
+    rf"(?P<repo>{_COMPONENT}(?:/{_COMPONENT})*)"
+    r"(?::(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}))?"
+    r"(?:@(?P<digest>[a-z0-9]+:[a-f0-9]{32,}))?"
+)
+TAG_LENGTH = 32
+MAX_REPOSITORY = 255
+
+
+def validate_prefix(prefix: str) -> str:
+    prefix = prefix.strip("/")
+    if prefix and not _REPOSITORY.fullmatch(prefix):
+        raise ValueError(f"prefix {prefix!r} is not a valid registry path")
+    return prefix
+
+
+def repository_for(name: str, prefix: str, origin: str) -> str:
+    """The registry repository of an environment, or a SpecError naming the rule broken."""
+    repo_name = name.strip().lower()
+    full = f"{prefix}/{repo_name}" if prefix else repo_name
+    if not repo_name or not _REPOSITORY.fullmatch(full):
+        raise SpecError(
+            origin,
+            f"name {name!r} cannot be a registry repository name: use letters, digits and "
+            "single '.', '_' or '-' between them",
+        )
+    if len(full) > MAX_REPOSITORY:
+        raise SpecError(origin, f"name {name!r} makes a repository name over 255 characters")
+    return full
+
+
+def tag_for(content_hash: str) -> str:
+    return content_hash.removeprefix("sha256:")[:TAG_LENGTH]
+
+
+def check_image_reference(reference: str, origin: str) -> str:
+    """A base image reference as Docker reads it (host, path, tag, digest); refused if malformed."""
+    ref = reference.strip()
+    match = _REFERENCE.fullmatch(ref)
+    if not ref or match is None:
+        raise SpecError(origin, f"base image {reference!r} is not a valid image reference")
+    return ref
+
+
+def split_reference(reference: str) -> tuple[str | None, str, str | None, str | None]:
+    """(host, repository, tag, digest) of a valid reference; host is None for Docker Hub names."""
+    match = _REFERENCE.fullmatch(reference)
+    if match is None:
+        raise ValueError(reference)
+    host = match.group("host")
+    repo = match.group("repo")
+    if host is not None and "." not in host and ":" not in host and host != "localhost":
+        repo, host = f"{host}/{repo}", None
+    return host, repo, match.group("tag"), match.group("digest")

@@ -1,0 +1,1 @@
+"""One module per spec form. Each reads files through a `TreeView` and returns an `Environment`."""
