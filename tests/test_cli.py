@@ -1,0 +1,62 @@
+"""The envship command as users run it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def envship(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "controller.cli", *args], capture_output=True, text=True, cwd=cwd
+    )
+
+
+def test_plan_json_lists_every_example(tmp_path: Path):
+    result = envship("plan", "specs", "--output", "json")
+    assert result.returncode == 0, result.stderr
+    items = json.loads(result.stdout)
+    assert {i["kind"] for i in items} == {"aml-v1", "aml-v2", "conda", "pip", "dockerfile"}
+    for item in items:
+        assert set(item) >= {"name", "path", "kind", "hash", "image", "error"}
+        assert item["error"] is None
+        assert item["image"].endswith(":" + item["hash"][7:39])
+    v2 = next(i for i in items if i["name"] == "v2-build-context")
+    assert v2["path"] == "v2/build-context.yml"
+
+
+def test_plan_table_and_refusals_set_the_exit_status(tmp_path: Path):
+    (tmp_path / "good").mkdir()
+    (tmp_path / "good" / "requirements.txt").write_text("numpy\n")
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "azureml_environment.json").write_text("{not json")
+    result = envship("plan", str(tmp_path))
+    assert result.returncode == 1
+    assert "good" in result.stdout
+    assert "bad/azureml_environment.json: invalid JSON at line 1" in result.stdout
+    assert "Traceback" not in result.stderr
+
+
+def test_render_and_hash_select_by_name_or_path():
+    by_name = envship("hash", "v2-build-context", "--path", "specs")
+    by_path = envship("hash", "v2/build-context.yml", "--path", "specs")
+    assert by_name.returncode == 0
+    assert by_name.stdout == by_path.stdout
+    assert by_name.stdout.startswith("sha256:")
+    rendered = envship("render", "v2/image-plus-conda.yml", "--path", "specs")
+    assert rendered.returncode == 0
+    assert "conda env create -p /azureml-envs/azureml_" in rendered.stdout
+    assert by_name.stdout.strip() in envship("render", "v2-build-context", "--path", "specs").stdout
+    missing = envship("render", "nope", "--path", "specs")
+    assert missing.returncode == 2
+    assert "no environment named 'nope'" in missing.stderr
+
+
+def test_version():
+    result = envship("--version")
+    assert result.returncode == 0
+    assert "envship" in result.stdout
