@@ -2,14 +2,16 @@
 
 The mix follows what a real repository of Azure ML environments holds:
 
-| share | form | layout |
-|---|---|---|
-| 40% | Azure ML v1 saved folder | `<team>/aml-v1/<name>/azureml_environment.json` + `conda_dependencies.yml` |
-| 20% | v2 YAML, `image` + `conda_file` | `<team>/aml-v2/<name>.yml` -> `<team>/aml-v2/conda-yamls/<name>.yml` |
-| 10% | v2 YAML, `build.path` | `<team>/aml-v2/<name>.yml` -> `<team>/aml-v2/docker-contexts/<name>/` |
-| 15% | plain conda file | `<team>/conda/<name>/environment.yml` (or `env.yml`, `conda.yaml`) |
-| 10% | plain `requirements.txt` | `<team>/pip/<name>/requirements.txt` |
-| 5% | plain Dockerfile folder | `<team>/docker/<name>/Dockerfile` (+ an entrypoint script) |
+- 40% Azure ML v1 saved folders: `<team>/aml-v1/<name>/azureml_environment.json` +
+  `conda_dependencies.yml` (shaped like what `Environment.save_to_directory` writes);
+- 20% v2 YAMLs with `image` + `conda_file`: `<team>/aml-v2/<name>.yml`, its conda file in the
+  shared sibling folder `<team>/aml-v2/conda-yamls/`;
+- 10% v2 YAMLs with `build.path`: `<team>/aml-v2/<name>.yml` ->
+  `<team>/aml-v2/docker-contexts/<name>/` (Dockerfile + requirements.txt);
+- 15% plain conda files: `<team>/conda/<name>/environment.yml` (or `env.yml`, `conda.yaml`);
+- 10% plain `requirements.txt`: `<team>/pip/<name>/requirements.txt`;
+- 5% plain Dockerfile folders: `<team>/docker/<name>/` (Dockerfile, requirements.txt and an
+  executable entrypoint script).
 
 Everything is written below `<folder>/specs`. Every environment gets a unique name (so a unique
 registry repository) and its own pins, so no two hash alike by accident. Every spec is valid:
@@ -154,7 +156,7 @@ class Generator:
 
     def aml_v1(self, team: str, name: str) -> None:
         rng = self.rng
-        definition = {
+        definition: dict[str, object] = {
             "name": name,
             "version": str(rng.randint(1, 120)),
             "environmentVariables": {"EXAMPLE_ENV_VAR": "EXAMPLE_VALUE", "TEAM": team},
@@ -192,7 +194,9 @@ class Generator:
         }
         folder = f"{team}/aml-v1/{name}"
         self.write(f"{folder}/azureml_environment.json", json.dumps(definition, indent=4))
-        self.write(f"{folder}/conda_dependencies.yml", self.conda_yaml(name=None, server_style=True))
+        self.write(
+            f"{folder}/conda_dependencies.yml", self.conda_yaml(name=None, server_style=True)
+        )
 
     def v2_image(self, team: str, name: str) -> None:
         folder = f"{team}/aml-v2"
@@ -240,7 +244,7 @@ class Generator:
         self.docker_context(folder)
         self.write(
             f"{folder}/entrypoint.sh",
-            f"#!/bin/sh\nset -e\nexec python -m {name.replace('-', '_')} \"$@\"\n",
+            f'#!/bin/sh\nset -e\nexec python -m {name.replace("-", "_")} "$@"\n',
             executable=True,
         )
 

@@ -14,9 +14,11 @@ from rich.table import Table
 
 from controller import __version__
 from controller.adapters.folder import FolderTree
-from controller.core.discovery import DiscoveryOptions, discover
+from controller.adapters.forked import ForkedJobs, usable_cpus
+from controller.core.discovery import DiscoveryOptions, RootError, discover
 from controller.core.hashing import content_hash
 from controller.core.model import BuildSpec, Environment
+from controller.core.naming import validate_prefix
 from controller.core.plan import PlanItem, plan
 from controller.core.render import render
 from controller.core.specs.common import DEFAULT_BASE_IMAGE
@@ -52,8 +54,14 @@ def load(path: str, root: str, ignore: Sequence[str], prefix: str, base: str) ->
         root=root, ignore=tuple(ignore), prefix=prefix, default_base_image=base
     )
     try:
-        return discover(FolderTree(path), options)
+        validate_prefix(prefix)
+        tree = FolderTree(path)
     except (ValueError, NotADirectoryError) as exc:
+        raise click.UsageError(str(exc)) from None
+    try:
+        # Reading and hashing use every CPU: the CLI is single-threaded here, so fork is safe.
+        return discover(tree, options, run_jobs=ForkedJobs(usable_cpus()))
+    except RootError as exc:
         raise click.UsageError(str(exc)) from None
 
 
@@ -76,7 +84,14 @@ def print_table(items: list[PlanItem]) -> None:
     out = console()
     table = Table(box=None, pad_edge=False)
     for column in ("NAME", "KIND", "PATH", "HASH", "ACTION", "IMAGE"):
-        table.add_column(column, no_wrap=column != "PATH", overflow="fold")
+        # Long names and paths are cut in the table (JSON keeps them whole) so no column vanishes.
+        narrow = column in ("NAME", "PATH")
+        table.add_column(
+            column,
+            no_wrap=True,
+            overflow="ellipsis" if narrow else "fold",
+            max_width=60 if narrow else None,
+        )
     for item in items:
         env = item.env
         table.add_row(

@@ -12,7 +12,11 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def envship(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "controller.cli", *args], capture_output=True, text=True, cwd=cwd
+        [sys.executable, "-m", "controller.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        check=False,
     )
 
 

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from controller.core.discovery import DiscoveryOptions, discover
-from controller.core.tree import MemoryTree
+from controller.core.tree import Blob, MemoryTree
 from tests.helpers import plan_files
 
 V1 = json.dumps(
@@ -150,8 +150,6 @@ def test_identical_specs_under_two_names_share_a_hash_not_a_repository():
 
 
 def test_symlink_inside_the_repository_is_followed():
-    from controller.core.tree import Blob
-
     items = plan_files(
         {
             "real/env.yml": CONDA,

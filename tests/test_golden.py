@@ -17,6 +17,7 @@ import pytest
 
 from controller.adapters.folder import FolderTree
 from controller.core.discovery import DiscoveryOptions, discover
+from controller.core.hashing import content_hash
 from controller.core.plan import plan
 from controller.core.render import render
 
@@ -47,8 +48,6 @@ def test_rendered_dockerfiles_are_pinned(env_path: str):
     envs = {e.path: e for e in discover(FolderTree(ROOT / "specs"), DiscoveryOptions())}
     build = envs[env_path].build
     assert build is not None
-    from controller.core.hashing import content_hash
-
     rendered = render(build, content_hash(build), source="https://example.org/repo", revision="abc")
     name = env_path.replace("/", "_") + ".Dockerfile"
     check(GOLDEN / name, rendered.dockerfile)

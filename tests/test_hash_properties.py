@@ -64,8 +64,16 @@ def v1_doc(name: str, variables: dict[str, str], base: str = "mcr.microsoft.com/
 
 
 @settings(max_examples=60, deadline=None)
-@given(names, names, versions, env_vars, packages, channels, st.integers(0, 10_000),
-       st.sampled_from([None, 0, 2, 4]))
+@given(
+    names,
+    names,
+    versions,
+    env_vars,
+    packages,
+    channels,
+    st.integers(0, 10_000),
+    st.sampled_from([None, 0, 2, 4]),
+)
 def test_name_version_and_json_layout_never_change_the_hash(
     name_a, name_b, version, variables, pkgs, chans, seed, indent
 ):
@@ -151,7 +159,9 @@ def test_context_bytes_and_exec_bits_change_the_hash(content, other, executable)
 def test_dockerfile_bytes_and_v2_metadata():
     def v2(description: str, dockerfile: str, tags: str = "") -> dict:
         return {
-            "a.yml": f"name: a\nversion: 3\ndescription: {description}\n{tags}build:\n  path: ctx\n",
+            "a.yml": (
+                f"name: a\nversion: 3\ndescription: {description}\n{tags}build:\n  path: ctx\n"
+            ),
             "ctx/Dockerfile": dockerfile,
         }
 

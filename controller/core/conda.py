@@ -12,7 +12,11 @@ from typing import Any
 
 from controller.core.documents import expect_mapping, type_name
 from controller.core.errors import SpecError
-from controller.core.requirements import canonical_requirements, find_url_credentials
+from controller.core.requirements import (
+    canonical_requirements,
+    find_url_credentials,
+    logical_lines,
+)
 
 ALLOWED_KEYS = frozenset({"name", "channels", "dependencies", "prefix", "variables"})
 """The keys azureml-core accepts in a conda specification."""
@@ -73,11 +77,18 @@ def _string_list(value: Any, path: str, what: str) -> list[str]:
         if item is None:
             continue
         if isinstance(item, bool) or not isinstance(item, str | int | float):
-            raise SpecError(path, f"{what} has an item that is {type_name(item)}: {item!r}")
+            raise SpecError(path, f"{what} has an item that is {type_name(item)}, not a string")
         text = " ".join(str(item).split())
         if text:
             items.append(text)
     return items
+
+
+def _pip(items: list[str], path: str) -> list[str]:
+    """conda hands the pip list to `pip install -r`, so it is read like a requirements file."""
+    if any(find_url_credentials(item) for item in items):
+        raise SpecError(path, "a pip line has credentials in its URL; keep secrets out of git")
+    return canonical_requirements(logical_lines("\n".join(items)), path)
 
 
 def parse_conda(value: Any, path: str) -> CondaSpec:
@@ -134,6 +145,6 @@ def parse_conda(value: Any, path: str) -> CondaSpec:
     return CondaSpec(
         channels=tuple(channels),
         dependencies=tuple(sorted(packages)),
-        pip=tuple(canonical_requirements(pip_lines, path)),
+        pip=tuple(_pip(pip_lines, path)),
         variables=tuple(sorted(variables.items())),
     )

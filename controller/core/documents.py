@@ -7,6 +7,8 @@ Alias bombs are caught by counting nodes with aliases expanded, before anything 
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Iterable
 from typing import Any
 
 import yaml
@@ -28,26 +30,60 @@ def decode_text(data: bytes, path: str) -> str:
 
 
 def count_nodes(value: Any, budget: int, path: str) -> None:
-    """Walk `value` with shared sub-trees counted every time they appear; refuse past `budget`."""
-    remaining = budget
+    """Walk `value` with shared sub-trees counted every time they appear; refuse past `budget`.
+
+    Every node counts once: each mapping key and value, each list item, the top value. Nodes
+    are counted as their container is visited, and only containers are walked on: keys are
+    never containers (YAML and JSON keys are hashable scalars).
+    """
+    remaining = budget - 1
     stack = [value]
-    while stack:
+    children: Iterable[Any]
+    while remaining >= 0 and stack:
         item = stack.pop()
-        remaining -= 1
-        if remaining < 0:
-            raise SpecError(
-                path, f"document expands to more than {budget} nodes (a YAML alias bomb?)"
-            )
         if isinstance(item, dict):
-            stack.extend(item.keys())
-            stack.extend(item.values())
+            remaining -= 2 * len(item)
+            children = item.values()
         elif isinstance(item, list):
-            stack.extend(item)
+            remaining -= len(item)
+            children = item
+        else:
+            continue
+        stack.extend(child for child in children if isinstance(child, dict | list))
+    if remaining < 0:
+        raise SpecError(path, f"document expands to more than {budget} nodes (a YAML alias bomb?)")
+
+
+MAX_DEPTH = 100
+"""Nesting deeper than this is refused: libyaml's composer recurses and can crash the process."""
+_NESTING_MARKS = 2_000
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def check_yaml_depth(text: str, path: str) -> None:
+    """Refuse deep nesting before composing; the event stream is read without recursion.
+
+    Only files with many nesting marks are scanned, so ordinary specs pay nothing.
+    """
+    if text.count("[") + text.count("{") + text.count("-") + text.count(":") < _NESTING_MARKS:
+        return
+    depth = 0
+    try:
+        for event in yaml.parse(text, Loader=_Loader):
+            if isinstance(event, yaml.CollectionStartEvent):
+                depth += 1
+                if depth > MAX_DEPTH:
+                    raise SpecError(path, f"invalid YAML: nesting is too deep (over {MAX_DEPTH} levels)")
+            elif isinstance(event, yaml.CollectionEndEvent):
+                depth -= 1
+    except yaml.YAMLError:
+        return  # the loader below reports the syntax error with its position
 
 
 def load_yaml(data: bytes, path: str, *, max_nodes: int) -> Any:
     """One YAML document as plain data (dict, list, str, int, float, bool, None)."""
     text = decode_text(data, path)
+    check_yaml_depth(text, path)
     try:
         value = yaml.load(text, Loader=_Loader)  # noqa: S506 - a safe loader
     except yaml.MarkedYAMLError as exc:
@@ -58,6 +94,8 @@ def load_yaml(data: bytes, path: str, *, max_nodes: int) -> Any:
         raise SpecError(path, f"invalid YAML: {type(exc).__name__}") from None
     except RecursionError:
         raise SpecError(path, "invalid YAML: nesting is too deep") from None
+    except (ValueError, OverflowError) as exc:  # impossible dates, integers past 4300 digits
+        raise SpecError(path, f"invalid YAML value: {str(exc)[:120]}") from None
     count_nodes(value, max_nodes, path)
     return value
 
@@ -73,7 +111,16 @@ def load_json(data: bytes, path: str, *, max_nodes: int) -> Any:
         ) from None
     except RecursionError:
         raise SpecError(path, "invalid JSON: nesting is too deep") from None
+    except (ValueError, OverflowError) as exc:  # integers past 4300 digits
+        raise SpecError(path, f"invalid JSON value: {str(exc)[:120]}") from None
     count_nodes(value, max_nodes, path)
+    if _SURROGATE_ESCAPE.search(text):
+        try:
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise SpecError(
+                path, "invalid JSON: a string holds a lone surrogate (\\uD800-\\uDFFF)"
+            ) from None
     return value
 
 

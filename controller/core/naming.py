@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 
 from controller.core.errors import SpecError
+from controller.core.requirements import find_url_credentials
 
 _COMPONENT = r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*"
 _REPOSITORY = re.compile(rf"{_COMPONENT}(?:/{_COMPONENT})*")
@@ -49,8 +50,18 @@ def tag_for(content_hash: str) -> str:
 
 
 def check_image_reference(reference: str, origin: str) -> str:
-    """A base image reference as Docker reads it (host, path, tag, digest); refused if malformed."""
+    """A base image reference as Docker reads it (host, path, tag, digest); refused if malformed.
+
+    A reference that carries credentials (`user:secret@host/...`, a URL with user-info) is
+    refused without echoing it.
+    """
     ref = reference.strip()
+    if "://" in ref or "@" in ref.split("/", 1)[0] or find_url_credentials(ref):
+        raise SpecError(
+            origin,
+            "the base image reference carries credentials or a URL scheme; give a plain "
+            "reference and configure the registry's credentials as a secret reference",
+        )
     match = _REFERENCE.fullmatch(ref)
     if not ref or match is None:
         raise SpecError(origin, f"base image {reference!r} is not a valid image reference")

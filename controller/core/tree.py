@@ -12,7 +12,7 @@ import posixpath
 import stat
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from controller.core.errors import SpecError
 from controller.core.limits import Limits
@@ -122,6 +122,9 @@ class TreeView:
         self.limits = limits
         self._entries = tree.entries()
         self._children: dict[str, list[str]] | None = None
+        self.parsed_yaml: dict[str, Any] = {}
+        """YAML files already parsed without error, by tree path (filled by discovery), so a
+        reader that needs one again (a v2 `conda_file`) does not read and parse it twice."""
 
     @property
     def entries(self) -> Mapping[str, Entry]:

@@ -16,6 +16,7 @@ from controller.core.documents import expect_mapping, load_json, load_yaml, opti
 from controller.core.errors import SpecError
 from controller.core.model import BuildSpec, ContextFile, Environment, PythonSetup
 from controller.core.naming import check_image_reference
+from controller.core.requirements import find_url_credentials
 from controller.core.specs.common import environment_variables, platform_of
 from controller.core.tree import TreeView, join
 
@@ -44,6 +45,14 @@ def _registry(docker: dict[str, Any], path: str) -> tuple[str | None, str | None
             "configure the registry's credentials as a secret reference",
         )
     address = optional_str(registry.get("address"), path, "docker.baseImageRegistry.address")
+    if address and ("@" in address or find_url_credentials(address)):
+        raise SpecError(
+            path,
+            "docker.baseImageRegistry.address carries credentials; give the host name only and "
+            "configure the registry's credentials as a secret reference",
+        )
+    if address and "://" in address:
+        address = address.split("://", 1)[1]
     identity = registry.get("registryIdentity")
     client_id = None
     if identity is not None:
@@ -133,6 +142,17 @@ def read_aml_v1(view: TreeView, folder: str) -> Environment:
     name = optional_str(doc.get("name"), path, "name")
     if not name:
         raise SpecError(path, "the environment has no name")
+    try:
+        return _read_definition(view, folder, doc, name, files)
+    except SpecError as exc:
+        exc.env_name = exc.env_name or name
+        raise
+
+
+def _read_definition(
+    view: TreeView, folder: str, doc: dict[str, Any], name: str, files: list[str]
+) -> Environment:
+    path = files[0]
     version = optional_str(doc.get("version"), path, "version")
     if set(doc) <= {"name", "version"}:
         raise SpecError(

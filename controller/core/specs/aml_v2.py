@@ -64,8 +64,11 @@ def referenced_paths(value: Any, yaml_path: str) -> tuple[str | None, str | None
         if isinstance(value.get("conda_file"), str):
             conda = normalize_reference(folder, value["conda_file"], origin=yaml_path)
         section = value.get("build")
-        if isinstance(section, dict) and isinstance(section.get("path"), str):
-            build = normalize_reference(folder, section["path"], origin=yaml_path)
+        if isinstance(section, dict):
+            # `local_path` is the pre-GA spelling: refused, but its folder is still not an env.
+            path = section.get("path", section.get("local_path"))
+            if isinstance(path, str):
+                build = normalize_reference(folder, path, origin=yaml_path)
     except SpecError:
         pass
     return conda, build
@@ -93,6 +96,9 @@ def _conda(view: TreeView, doc: dict[str, Any], path: str, files: list[str]) -> 
     if "://" in reference or reference.startswith("azureml:"):
         raise SpecError(path, f"conda_file {reference!r} is remote; keep the conda file in git")
     conda_path = normalize_reference(parent(path), reference, origin=path)
+    if conda_path in view.parsed_yaml:  # read and parsed by discovery already
+        files.append(conda_path)
+        return parse_conda(view.parsed_yaml[conda_path], conda_path)
     data = view.read_file(conda_path, origin=path)
     files.append(conda_path)
     return parse_conda(
@@ -148,8 +154,16 @@ def read_aml_v2(view: TreeView, path: str, doc: Any) -> Environment:
     dockerfile = optional_str(section.get("dockerfile_path"), path, "build.dockerfile_path")
     dockerfile_path = normalize_reference("", dockerfile or "Dockerfile", origin=path)
     context = collect_context(view, folder, origin=path)
-    if not any(f.path == dockerfile_path and f.link_target is None for f in context):
+    dockerfile_file = next(
+        (f for f in context if f.path == dockerfile_path and f.link_target is None), None
+    )
+    if dockerfile_file is None:
         raise SpecError(path, f"build.path {reference!r} has no {dockerfile_path}")
+    if len(dockerfile_file.data) > view.limits.max_spec_file_bytes:
+        raise SpecError(
+            f"{folder}/{dockerfile_path}" if folder else dockerfile_path,
+            f"file is over the limit of {view.limits.max_spec_file_bytes} bytes",
+        )
     files.extend(f"{folder}/{f.path}" if folder else f.path for f in context)
     build = BuildSpec(
         python=PythonSetup("user"),

@@ -55,8 +55,8 @@ def read_dockerfile(view: TreeView, folder: str) -> Environment:
     dockerfile = next((f for f in context if f.path == DOCKERFILE), None)
     if dockerfile is None or dockerfile.link_target is not None:
         raise SpecError(path, "the Dockerfile must be a regular file")
-    if dockerfile.data and len(dockerfile.data) > view.limits.max_spec_file_bytes:
-        raise SpecError(path, "the Dockerfile is over the size limit")
+    if len(dockerfile.data) > view.limits.max_spec_file_bytes:
+        raise SpecError(path, f"file is over the limit of {view.limits.max_spec_file_bytes} bytes")
     files = tuple(join(folder, f.path) for f in context)
     build = BuildSpec(python=PythonSetup("user"), dockerfile_path=DOCKERFILE, context=context)
     return Environment(folder_name(folder), "dockerfile", folder, files, None, build)
