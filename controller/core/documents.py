@@ -73,7 +73,9 @@ def check_yaml_depth(text: str, path: str) -> None:
             if isinstance(event, yaml.CollectionStartEvent):
                 depth += 1
                 if depth > MAX_DEPTH:
-                    raise SpecError(path, f"invalid YAML: nesting is too deep (over {MAX_DEPTH} levels)")
+                    raise SpecError(
+                        path, f"invalid YAML: nesting is too deep (over {MAX_DEPTH} levels)"
+                    )
             elif isinstance(event, yaml.CollectionEndEvent):
                 depth -= 1
     except yaml.YAMLError:
