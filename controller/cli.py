@@ -4,65 +4,195 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Sequence
-from pathlib import Path
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import click
-from rich.console import Console
-from rich.table import Table
 
 from controller import __version__
 from controller.adapters.folder import FolderTree
 from controller.adapters.forked import ForkedJobs, usable_cpus
+from controller.adapters.registries import RegistryPool, RegistrySettings
+from controller.adapters.registry import RegistryError
+from controller.adapters.secrets import SecretError, SecretRef
 from controller.core.discovery import DiscoveryOptions, RootError, discover
-from controller.core.hashing import content_hash
+from controller.core.explain import differences
+from controller.core.hashing import content_hash, hash_input
 from controller.core.model import BuildSpec, Environment
 from controller.core.naming import validate_prefix
 from controller.core.plan import PlanItem, plan
-from controller.core.render import render
+from controller.core.render import LABEL_INPUTS, render
 from controller.core.specs.common import DEFAULT_BASE_IMAGE
+from controller.sync import Reporter, Result, Sync, SyncOptions, Target
 
 SHORT_HASH = 12
+HASH_TAG_LENGTH = 32
 
 
-def console() -> Console:
+def console() -> Any:
+    from rich.console import Console  # noqa: PLC0415 - rich is slow to import; JSON needs none
+
     # A pipe gets long lines rather than wrapped cells, so image references stay whole.
     return Console(width=None if sys.stdout.isatty() else 240, highlight=False)
 
 
-def discovery_options(f: Any) -> Any:
-    f = click.option(
-        "--root", default="", help="Folder inside PATH to search (default: all of PATH)."
-    )(f)
-    f = click.option(
-        "--ignore", multiple=True, help="gitignore-style pattern of paths to skip (repeatable)."
-    )(f)
-    f = click.option(
-        "--prefix", default="envship", show_default=True, help="Registry path prefix."
-    )(f)
-    return click.option(
-        "--default-base-image",
-        default=DEFAULT_BASE_IMAGE,
-        show_default=True,
-        help="Base image of the plain pip and conda forms.",
-    )(f)
+def table(columns: Sequence[str]) -> Any:
+    from rich.table import Table  # noqa: PLC0415
+
+    grid = Table(box=None, pad_edge=False)
+    for column in columns:
+        # Long names and paths are cut in the table (JSON keeps them whole) so no column vanishes.
+        narrow = column in ("NAME", "PATH")
+        grid.add_column(
+            column,
+            no_wrap=True,
+            overflow="ellipsis" if narrow else "fold",
+            max_width=60 if narrow else None,
+        )
+    return grid
 
 
-def load(path: str, root: str, ignore: Sequence[str], prefix: str, base: str) -> list[Environment]:
-    options = DiscoveryOptions(
-        root=root, ignore=tuple(ignore), prefix=prefix, default_base_image=base
+@dataclass
+class Discovery:
+    path: str
+    root: str
+    ignore: tuple[str, ...]
+    prefix: str
+    default_base_image: str
+
+    def load(self, prefix: str | None = None) -> list[Environment]:
+        prefix = self.prefix if prefix is None else prefix
+        options = DiscoveryOptions(
+            root=self.root,
+            ignore=self.ignore,
+            prefix=prefix,
+            default_base_image=self.default_base_image,
+        )
+        try:
+            validate_prefix(prefix)
+            tree = FolderTree(self.path)
+        except (ValueError, NotADirectoryError) as exc:
+            raise click.UsageError(str(exc)) from None
+        try:
+            # Reading and hashing use every CPU: no thread runs yet, so fork is safe here.
+            return discover(tree, options, run_jobs=ForkedJobs(usable_cpus()))
+        except RootError as exc:
+            raise click.UsageError(str(exc)) from None
+
+
+def discovery_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    options = [
+        click.option("--root", default="", help="Folder inside PATH to search (default: all)."),
+        click.option(
+            "--ignore", multiple=True, help="gitignore-style pattern to skip (repeatable)."
+        ),
+        click.option(
+            "--prefix",
+            default="envship",
+            show_default=True,
+            help="Registry path prefix (a prefix in --registry wins).",
+        ),
+        click.option(
+            "--default-base-image",
+            default=DEFAULT_BASE_IMAGE,
+            show_default=True,
+            help="Base image of the plain pip and conda forms.",
+        ),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def registry_options(required: bool) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    def decorate(f: Callable[..., Any]) -> Callable[..., Any]:
+        options = [
+            click.option(
+                "--registry",
+                "registry",
+                required=required,
+                help="Target registry: host[:port][/prefix]. Loopback hosts may speak plain HTTP.",
+            ),
+            click.option(
+                "--ca-file", help="CA bundle that registry certificates are checked with."
+            ),
+            click.option(
+                "--plain-http",
+                "plain_http",
+                multiple=True,
+                help="Allow plain HTTP to this non-loopback registry host (repeatable).",
+            ),
+            click.option(
+                "--username", help="Target registry user: a secret reference (env:NAME, file:PATH)."
+            ),
+            click.option("--password", help="Target registry password: a secret reference."),
+            click.option(
+                "--acr-identity",
+                is_flag=True,
+                help="Sign in to the target ACR with an Entra identity (DefaultAzureCredential).",
+            ),
+            click.option(
+                "--base-auth",
+                multiple=True,
+                metavar="HOST=USER_REF,PASS_REF",
+                help="Credentials for a base image registry, as secret references (repeatable).",
+            ),
+            click.option(
+                "--no-resolve-base",
+                is_flag=True,
+                help="Do not pin base images to their digests (offline use).",
+            ),
+        ]
+        for option in reversed(options):
+            f = option(f)
+        return f
+
+    return decorate
+
+
+def settings_from(
+    target: Target | None,
+    ca_file: str | None,
+    plain_http: Sequence[str],
+    username: str | None,
+    password: str | None,
+    acr_identity: bool,
+    base_auth: Sequence[str],
+) -> RegistrySettings:
+    credentials: dict[str, tuple[SecretRef, SecretRef]] = {}
+    try:
+        for entry in base_auth:
+            host, sep, refs = entry.partition("=")
+            user_ref, comma, pass_ref = refs.partition(",")
+            if not sep or not comma:
+                raise click.UsageError(f"--base-auth {host}=...: give HOST=USER_REF,PASS_REF")
+            credentials[host] = (SecretRef.parse(user_ref), SecretRef.parse(pass_ref))
+        if target is not None and (username or password):
+            if not (username and password):
+                raise click.UsageError("--username and --password go together")
+            credentials[target.host] = (SecretRef.parse(username), SecretRef.parse(password))
+    except SecretError as exc:
+        raise click.UsageError(str(exc)) from None
+    return RegistrySettings(
+        ca_file=ca_file,
+        plain_http=frozenset(plain_http),
+        credentials=credentials,
+        entra=frozenset({target.host}) if acr_identity and target else frozenset(),
     )
+
+
+def parse_target(registry: str, prefix: str) -> Target:
     try:
-        validate_prefix(prefix)
-        tree = FolderTree(path)
-    except (ValueError, NotADirectoryError) as exc:
+        target = Target.parse(registry, prefix)
+        validate_prefix(target.prefix)
+    except ValueError as exc:
         raise click.UsageError(str(exc)) from None
-    try:
-        # Reading and hashing use every CPU: the CLI is single-threaded here, so fork is safe.
-        return discover(tree, options, run_jobs=ForkedJobs(usable_cpus()))
-    except RootError as exc:
-        raise click.UsageError(str(exc)) from None
+    return target
+
+
+def short(content: str | None) -> str:
+    return (content or "").removeprefix("sha256:")[:SHORT_HASH] or "-"
 
 
 def item_json(item: PlanItem) -> dict[str, Any]:
@@ -76,38 +206,29 @@ def item_json(item: PlanItem) -> dict[str, Any]:
         "hash": item.hash,
         "image": item.image,
         "action": item.action,
+        "source": item.source,
         "error": item.error,
     }
 
 
-def print_table(items: list[PlanItem]) -> None:
+def print_plan(items: list[PlanItem]) -> None:
     out = console()
-    table = Table(box=None, pad_edge=False)
-    for column in ("NAME", "KIND", "PATH", "HASH", "ACTION", "IMAGE"):
-        # Long names and paths are cut in the table (JSON keeps them whole) so no column vanishes.
-        narrow = column in ("NAME", "PATH")
-        table.add_column(
-            column,
-            no_wrap=True,
-            overflow="ellipsis" if narrow else "fold",
-            max_width=60 if narrow else None,
-        )
+    grid = table(("NAME", "KIND", "PATH", "HASH", "ACTION", "IMAGE"))
     for item in items:
         env = item.env
-        table.add_row(
-            env.name,
-            env.kind,
-            env.path or ".",
-            (item.hash or "").removeprefix("sha256:")[:SHORT_HASH] or "-",
-            item.action,
-            item.image or "-",
+        grid.add_row(
+            env.name, env.kind, env.path or ".", short(item.hash), item.action, item.image or "-"
         )
-    out.print(table)
-    refused = [i for i in items if i.error]
-    if refused:
-        out.print(f"\n{len(refused)} refused:")
-        for item in refused:
-            out.print(f"  {item.error}", markup=False)
+    out.print(grid)
+    print_errors(out, [(i.env.name, i.error) for i in items], "refused")
+
+
+def print_errors(out: Any, errors: Sequence[tuple[str, str | None]], label: str) -> None:
+    failed = [(name, error) for name, error in errors if error]
+    if failed:
+        out.print(f"\n{len(failed)} {label}:")
+        for name, error in failed:
+            out.print(f"  {name}: {error}", markup=False)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -119,17 +240,128 @@ def main() -> None:
 @main.command("plan")
 @click.argument("path", default=".", type=click.Path(exists=True, file_okay=False))
 @discovery_options
+@registry_options(required=False)
 @click.option("--output", "-o", type=click.Choice(["table", "json"]), default="table")
 def plan_command(
-    path: str, root: str, ignore: tuple[str, ...], prefix: str, default_base_image: str, output: str
+    path: str,
+    root: str,
+    ignore: tuple[str, ...],
+    prefix: str,
+    default_base_image: str,
+    registry: str | None,
+    ca_file: str | None,
+    plain_http: tuple[str, ...],
+    username: str | None,
+    password: str | None,
+    acr_identity: bool,
+    base_auth: tuple[str, ...],
+    no_resolve_base: bool,
+    output: str,
 ) -> None:
-    """List the environments in PATH with their content hash and image."""
-    items = plan(load(path, root, ignore, prefix, default_base_image))
+    """List the environments in PATH with their hash, image and what a sync would do."""
+    found = Discovery(path, root, ignore, prefix, default_base_image)
+    if registry is None:
+        items = plan(found.load())
+    else:
+        target = parse_target(registry, prefix)
+        settings = settings_from(
+            target, ca_file, plain_http, username, password, acr_identity, base_auth
+        )
+        options = SyncOptions(resolve_bases=not no_resolve_base)
+        items = Sync(target, RegistryPool(settings), options).plan(found.load(target.prefix))
     if output == "json":
         click.echo(json.dumps([item_json(i) for i in items], indent=2))
     else:
-        print_table(items)
-    if any(i.action == "refused" for i in items):
+        print_plan(items)
+    if any(i.action in ("refused", "failed") for i in items):
+        sys.exit(1)
+
+
+def result_json(result: Result) -> dict[str, Any]:
+    return {
+        **item_json(result.item),
+        "action": result.outcome,
+        "digest": result.digest,
+        "error": result.error,
+        "seconds": round(result.seconds, 3),
+    }
+
+
+@main.command("sync")
+@click.argument("path", default=".", type=click.Path(exists=True, file_okay=False))
+@discovery_options
+@registry_options(required=True)
+@click.option("--dry-run", is_flag=True, help="Stop after the plan.")
+@click.option(
+    "--jobs", "-j", type=click.IntRange(1, 64), help="Builds in parallel (default: CPUs/2)."
+)
+@click.option(
+    "--tag", "moving_tags", multiple=True, help="Moving tag to update after a push, e.g. latest."
+)
+@click.option("--tag-version", is_flag=True, help="Also tag each image with its spec's version.")
+@click.option("--source", help="Value of org.opencontainers.image.source.")
+@click.option("--revision", help="Value of org.opencontainers.image.revision.")
+@click.option("--quiet", "-q", is_flag=True, help="No build output, only the summary.")
+@click.option("--output", "-o", type=click.Choice(["table", "json"]), default="table")
+def sync_command(
+    path: str,
+    root: str,
+    ignore: tuple[str, ...],
+    prefix: str,
+    default_base_image: str,
+    registry: str,
+    ca_file: str | None,
+    plain_http: tuple[str, ...],
+    username: str | None,
+    password: str | None,
+    acr_identity: bool,
+    base_auth: tuple[str, ...],
+    no_resolve_base: bool,
+    dry_run: bool,
+    jobs: int | None,
+    moving_tags: tuple[str, ...],
+    tag_version: bool,
+    source: str | None,
+    revision: str | None,
+    quiet: bool,
+    output: str,
+) -> None:
+    """Build and push exactly the environments in PATH whose hash is not in the registry."""
+    target = parse_target(registry, prefix)
+    envs = Discovery(path, root, ignore, prefix, default_base_image).load(target.prefix)
+    settings = settings_from(
+        target, ca_file, plain_http, username, password, acr_identity, base_auth
+    )
+    options = SyncOptions(
+        dry_run=dry_run,
+        resolve_bases=not no_resolve_base,
+        moving_tags=moving_tags,
+        tag_version=tag_version,
+        source=source,
+        revision=revision,
+    )
+    if jobs:
+        options.jobs = jobs
+    reporter = Reporter(None if quiet else lambda line: click.echo(line, err=True))
+    results = Sync(target, RegistryPool(settings), options, reporter).run(envs)
+    if output == "json":
+        click.echo(json.dumps([result_json(r) for r in results], indent=2))
+    else:
+        out = console()
+        grid = table(("NAME", "HASH", "ACTION", "DIGEST", "SECONDS", "IMAGE"))
+        for result in results:
+            item = result.item
+            grid.add_row(
+                item.env.name,
+                short(item.hash),
+                result.outcome,
+                short(result.digest),
+                f"{result.seconds:.1f}",
+                item.image or "-",
+            )
+        out.print(grid)
+        print_errors(out, [(r.item.env.name, r.error) for r in results], "failed")
+    if any(r.outcome == "failed" for r in results):
         sys.exit(1)
 
 
@@ -165,7 +397,8 @@ def render_command(
     env: str, path: str, root: str, ignore: tuple[str, ...], prefix: str, default_base_image: str
 ) -> None:
     """Print the Dockerfile envship builds for ENV (a name or a path)."""
-    build = build_of(select(load(path, root, ignore, prefix, default_base_image), env))
+    found = Discovery(path, root, ignore, prefix, default_base_image).load()
+    build = build_of(select(found, env))
     click.echo(render(build, content_hash(build)).dockerfile, nl=False)
 
 
@@ -177,11 +410,86 @@ def hash_command(
     env: str, path: str, root: str, ignore: tuple[str, ...], prefix: str, default_base_image: str
 ) -> None:
     """Print the content hash of ENV (a name or a path)."""
-    build = build_of(select(load(path, root, ignore, prefix, default_base_image), env))
-    click.echo(content_hash(build))
+    found = Discovery(path, root, ignore, prefix, default_base_image).load()
+    click.echo(content_hash(build_of(select(found, env))))
+
+
+@main.command("explain")
+@click.argument("env")
+@click.option("--path", "path", default=".", type=click.Path(exists=True, file_okay=False))
+@discovery_options
+@registry_options(required=True)
+def explain_command(
+    env: str,
+    path: str,
+    root: str,
+    ignore: tuple[str, ...],
+    prefix: str,
+    default_base_image: str,
+    registry: str,
+    ca_file: str | None,
+    plain_http: tuple[str, ...],
+    username: str | None,
+    password: str | None,
+    acr_identity: bool,
+    base_auth: tuple[str, ...],
+    no_resolve_base: bool,
+) -> None:
+    """Say why ENV would be rebuilt: which hash inputs differ from its image in the registry."""
+    target = parse_target(registry, prefix)
+    found = select(
+        Discovery(path, root, ignore, prefix, default_base_image).load(target.prefix), env
+    )
+    settings = settings_from(
+        target, ca_file, plain_http, username, password, acr_identity, base_auth
+    )
+    sync = Sync(target, RegistryPool(settings), SyncOptions(resolve_bases=not no_resolve_base))
+    item = sync.plan([found])[0]
+    if item.action == "failed" or item.env.build is None or not item.hash:
+        raise click.ClickException(item.error or "cannot be planned")
+    repository = item.env.repository or ""
+    if item.action == "up-to-date":
+        click.echo(f"{found.name} is up to date: {item.image} is in the registry ({item.digest}).")
+        return
+    if item.action == "copy":
+        click.echo(f"{found.name}: the same build exists in {item.source}; it would be copied.")
+    try:
+        previous = newest_image(sync, repository)
+    except RegistryError as exc:
+        raise click.ClickException(str(exc)) from None
+    if previous is None:
+        click.echo(f"{found.name} has no image in {target.host}/{repository} yet: first build.")
+        return
+    tag, labels = previous
+    try:
+        old = json.loads(labels[LABEL_INPUTS])
+    except (KeyError, ValueError):
+        click.echo(f"{found.name}: {repository}:{tag} has no envship inputs label to compare with.")
+        return
+    changes = differences(old, hash_input(item.env.build))
+    click.echo(f"{found.name} would be rebuilt: compared with {repository}:{tag},")
+    for change in changes or ["(no difference in the inputs: the hash scheme changed)"]:
+        click.echo(f"  {change}")
+
+
+def newest_image(sync: Sync, repository: str) -> tuple[str, dict[str, str]] | None:
+    """The image to compare with: `latest` if there is one, else the newest hash tag."""
+    registry = sync.registry
+    tags = registry.tags(repository)
+    if "latest" in tags:
+        labels = registry.labels(repository, "latest")
+        return ("latest", labels) if labels is not None else None
+    candidates = []
+    for tag in tags[-50:]:
+        if len(tag) == HASH_TAG_LENGTH:
+            labels = registry.labels(repository, tag)
+            if labels:
+                candidates.append((labels.get("org.opencontainers.image.created", ""), tag, labels))
+    if not candidates:
+        return None
+    _created, tag, labels = max(candidates)
+    return tag, labels
 
 
 if __name__ == "__main__":  # pragma: no cover
     main()
-
-__all__ = ["Path", "main"]

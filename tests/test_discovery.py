@@ -147,6 +147,9 @@ def test_identical_specs_under_two_names_share_a_hash_not_a_repository():
     items = plan_files({"a/requirements.txt": "numpy\n", "b/requirements.txt": "numpy\n"})
     assert items["a"].hash == items["b"].hash
     assert items["a"].image != items["b"].image
+    # built once, then copied across repositories
+    assert (items["a"].action, items["b"].action) == ("build", "copy")
+    assert items["b"].source == "envship/a"
 
 
 def test_symlink_inside_the_repository_is_followed():

@@ -2,12 +2,13 @@
 
 The hash is SHA-256 over the canonical JSON (sorted keys, no spaces, ASCII escapes) of the
 *hash input* built here from a `BuildSpec`. The input holds exactly what can change the image:
-the scheme version (bumped whenever rendering changes), platform, base image (and its digest once
-resolved), every build-context file (path, exec bit or link target, SHA-256 of the bytes), how
-Python is installed (conda channels in order, the sorted package set, pip lines, variables, or
-the user-managed interpreter) and environment variables. Names, versions, descriptions, tags,
-formatting, comments and file metadata never reach it. The renderer emits nothing that is not
-derived from this input (apart from provenance labels), so equal hashes mean equal builds.
+the scheme version (bumped whenever rendering changes), the platform, the base image (and the
+digest of every base once resolved), every build-context file (path, exec bit or link target,
+SHA-256 of the bytes), how Python is installed (conda channels in order, the sorted package set,
+pip lines, variables, or the user-managed interpreter) and environment variables. Names,
+versions, descriptions, tags, formatting, comments and file metadata never reach it. The
+renderer emits nothing that is not derived from this input (apart from provenance labels), so
+equal hashes mean equal builds.
 """
 
 from __future__ import annotations
@@ -47,12 +48,15 @@ def python_input(python: PythonSetup) -> dict[str, Any]:
 def hash_input(build: BuildSpec) -> dict[str, Any]:
     """The canonical, documented input of the content hash."""
     base: dict[str, Any]
+    digests = dict(build.base_digests)
     if build.base_image is not None:
         base = {"image": build.base_image}
-        if build.base_digest is not None:
-            base["digest"] = build.base_digest
+        if build.base_image in digests:
+            base["digest"] = digests[build.base_image]
     else:
         base = {"dockerfile": build.dockerfile_path}
+        if digests:
+            base["digests"] = digests
     return {
         "scheme": SCHEME,
         "platform": build.platform,

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from controller.core.conda import CondaSpec
+from controller.core.dockerfile import from_references
 from controller.core.errors import SpecError
 
 Kind = Literal["aml-v1", "aml-v2", "conda", "pip", "dockerfile", "unknown"]
@@ -47,8 +48,8 @@ class BuildSpec:
     context: tuple[ContextFile, ...] = ()
     environment: tuple[tuple[str, str], ...] = ()
     platform: str = "linux/amd64"
-    base_digest: str | None = None
-    """`sha256:...` of the base image once resolved; pinned in FROM and part of the hash."""
+    base_digests: tuple[tuple[str, str], ...] = ()
+    """(reference, `sha256:...`) of each base image once resolved: pinned in FROM, hashed."""
     base_registry: str | None = None
     """Registry whose credentials pull the base (from the secret store, never the spec)."""
     base_registry_identity: str | None = None
@@ -74,3 +75,13 @@ class Environment:
     @property
     def ok(self) -> bool:
         return self.error is None and self.build is not None
+
+
+def base_references(build: BuildSpec) -> list[str]:
+    """The base images a build starts from (its image, or its Dockerfile's FROM lines)."""
+    if build.base_image is not None:
+        return [build.base_image]
+    dockerfile = next((f for f in build.context if f.path == build.dockerfile_path), None)
+    if dockerfile is None:
+        return []
+    return from_references(dockerfile.data.decode("utf-8", errors="replace"))

@@ -10,10 +10,11 @@ exactly as the user wrote it.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from controller.core.conda import CondaSpec
+from controller.core.dockerfile import pin
 from controller.core.errors import SpecError
 from controller.core.hashing import SCHEME, canonical_json, digest, hash_input
 from controller.core.model import BuildSpec, ContextFile
@@ -38,6 +39,16 @@ def quote(value: str) -> str:
     """A Dockerfile double-quoted word whose `$` and `\\` stay literal."""
     escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$")
     return f'"{escaped}"'
+
+
+def instruction(
+    name: str, pairs: Sequence[tuple[str, str]], *, quote_keys: bool = False
+) -> list[str]:
+    """One ENV or LABEL instruction for all pairs (one build step, not one per pair)."""
+    if not pairs:
+        return []
+    words = [f"{quote(k) if quote_keys else k}={quote(v)}" for k, v in pairs]
+    return [f"{name} " + " \\\n    ".join(words)]
 
 
 def conda_env_dir(conda: CondaSpec) -> str:
@@ -107,8 +118,9 @@ def labels_for(
 
 def base_line(build: BuildSpec) -> str:
     image = build.base_image or ""
-    if build.base_digest:
-        image = image.split("@", 1)[0] + "@" + build.base_digest
+    digest = dict(build.base_digests).get(image)
+    if digest:
+        image = image.split("@", 1)[0] + "@" + digest
     return f"FROM {image}"
 
 
@@ -123,7 +135,10 @@ def render(
     """The Dockerfile and context for `build`; `source`/`revision` become OCI labels."""
     files = {f.path: f for f in build.context}
     if build.dockerfile_path is not None:
-        original = files[build.dockerfile_path].data.decode("utf-8", errors="replace")
+        original = pin(
+            files[build.dockerfile_path].data.decode("utf-8", errors="replace"),
+            dict(build.base_digests),
+        )
         head = [original.rstrip("\n"), "", "# --- added by envship ---"]
         dockerfile_path = build.dockerfile_path
     else:
@@ -141,10 +156,10 @@ def render(
             data = ignore.data.rstrip(b"\n") + f"\n!{CONDA_FILE}\n".encode()
             files[".dockerignore"] = ContextFile(".dockerignore", data, ignore.executable)
         lines.extend(conda_steps(env_dir))
-    lines.extend(f"ENV {key}={quote(value)}" for key, value in build.environment)
+    lines.extend(instruction("ENV", build.environment))
     labels = labels_for(build, content_hash, source=source, revision=revision)
     labels.update(extra_labels or {})
-    lines.extend(f"LABEL {quote(key)}={quote(value)}" for key, value in sorted(labels.items()))
+    lines.extend(instruction("LABEL", sorted(labels.items()), quote_keys=True))
     if conda is not None and build.dockerfile_path is None:
         lines.append('CMD ["bash"]')
     text = "\n".join(lines) + "\n"

@@ -12,9 +12,9 @@ ENV AZUREML_CONDA_ENVIRONMENT_PATH=/azureml-envs/azureml_8786dc561955761ab006747
 ENV LD_LIBRARY_PATH=/azureml-envs/azureml_8786dc561955761ab00674708a5c3235/lib:$LD_LIBRARY_PATH
 ENV AZUREML_ENVIRONMENT_IMAGE=True
 ENV EXAMPLE_ENV_VAR="EXAMPLE_VALUE"
-LABEL "io.envship.hash"="sha256:9c56d92157309ab6030118b239f135ee925e2759e6e474abf2ce12cbd67edfa1"
-LABEL "io.envship.inputs"="{\"base\":{\"image\":\"mcr.microsoft.com/azureml/openmpi4.1.0-ubuntu22.04:20251130.v1\"},\"context\":[],\"environment\":{\"EXAMPLE_ENV_VAR\":\"EXAMPLE_VALUE\"},\"platform\":\"linux/amd64\",\"python\":{\"conda\":{\"channels\":[\"pytorch\",\"anaconda\",\"conda-forge\"],\"dependencies\":[\"python=3.8.13\",\"pytorch\",\"torchvision\"],\"pip\":[\"deepspeed\",\"mpi4py\",\"pyyaml\"],\"variables\":{}},\"mode\":\"conda\"},\"scheme\":\"envship/1\"}"
-LABEL "io.envship.scheme"="envship/1"
-LABEL "org.opencontainers.image.revision"="abc"
-LABEL "org.opencontainers.image.source"="https://example.org/repo"
+LABEL "io.envship.hash"="sha256:9c56d92157309ab6030118b239f135ee925e2759e6e474abf2ce12cbd67edfa1" \
+    "io.envship.inputs"="{\"base\":{\"image\":\"mcr.microsoft.com/azureml/openmpi4.1.0-ubuntu22.04:20251130.v1\"},\"context\":[],\"environment\":{\"EXAMPLE_ENV_VAR\":\"EXAMPLE_VALUE\"},\"platform\":\"linux/amd64\",\"python\":{\"conda\":{\"channels\":[\"pytorch\",\"anaconda\",\"conda-forge\"],\"dependencies\":[\"python=3.8.13\",\"pytorch\",\"torchvision\"],\"pip\":[\"deepspeed\",\"mpi4py\",\"pyyaml\"],\"variables\":{}},\"mode\":\"conda\"},\"scheme\":\"envship/1\"}" \
+    "io.envship.scheme"="envship/1" \
+    "org.opencontainers.image.revision"="abc" \
+    "org.opencontainers.image.source"="https://example.org/repo"
 CMD ["bash"]

@@ -1,0 +1,260 @@
+"""Build and push images with the Docker engine (docker-py, classic builder).
+
+The build context is an in-memory tar with fixed metadata (mtime 0, uid/gid 0, mode 0644 or
+0755), so the same rendered build is byte-identical between runs and machines and the engine's
+cache hits. Credentials for pulls and pushes are handed to each call and stay in memory: nothing
+is written to `~/.docker/config.json` or any other file. A push whose stream reports an error is
+a failure even though the API call returned.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import tarfile
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import docker
+import docker.errors
+import requests
+
+from controller.core.render import Rendered
+
+Log = Callable[[str], None]
+
+
+class BuildError(Exception):
+    """The build itself failed (a RUN step, a missing base): usually the spec must change."""
+
+    action = "fix the spec or its base image"
+
+
+class EngineError(Exception):
+    """The Docker engine could not be reached or failed: retry later."""
+
+    action = "retry later"
+
+
+class PushError(Exception):
+    """The registry refused or broke the push: retry later, or check its credentials."""
+
+    action = "retry later"
+
+
+def context_tar(rendered: Rendered) -> bytes:
+    """The build context as tar bytes; identical input gives identical bytes."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as archive:
+        folders: set[str] = set()
+        for item in rendered.files:
+            parts = item.path.split("/")[:-1]
+            for depth in range(1, len(parts) + 1):
+                folder = "/".join(parts[:depth])
+                if folder not in folders:
+                    folders.add(folder)
+                    archive.addfile(_info(folder, tarfile.DIRTYPE, 0o755))
+            if item.link_target is not None:
+                info = _info(item.path, tarfile.SYMTYPE, 0o777)
+                info.linkname = item.link_target
+                archive.addfile(info)
+            else:
+                info = _info(item.path, tarfile.REGTYPE, 0o755 if item.executable else 0o644)
+                info.size = len(item.data)
+                archive.addfile(info, io.BytesIO(item.data))
+    return buffer.getvalue()
+
+
+def _info(name: str, kind: bytes, mode: int) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type = kind
+    info.mode = mode
+    info.mtime = 0
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    return info
+
+
+@dataclass(frozen=True, slots=True)
+class Built:
+    image_id: str
+    log: str
+
+
+def _stream_lines(stream: Iterator[Mapping[str, Any]], log: Log) -> tuple[list[str], str | None]:
+    """Collect a Docker JSON stream; returns (lines, first error)."""
+    lines: list[str] = []
+    error: str | None = None
+    for item in stream:
+        text = item.get("stream") or item.get("status") or ""
+        if item.get("progress") or item.get("progressDetail"):
+            continue  # byte counters: noise in a log kept per environment
+        if "error" in item or "errorDetail" in item:
+            detail = item.get("errorDetail") or {}
+            error = error or str(item.get("error") or detail.get("message") or "unknown error")
+            text = f"ERROR: {error}"
+        if item.get("id") and text:
+            text = f"{item['id']}: {text}"
+        if text:
+            for line in str(text).rstrip("\n").splitlines():
+                lines.append(line)
+                log(line)
+    return lines, error
+
+
+class DockerBuilder:
+    """Thin, honest wrapper around the engine."""
+
+    def __init__(self, client: docker.DockerClient | None = None) -> None:
+        try:
+            self.client = client or docker.from_env(timeout=600)
+            self.api = self.client.api
+        except docker.errors.DockerException as exc:
+            raise EngineError(f"the Docker engine is not reachable: {exc}") from None
+
+    def ping(self) -> None:
+        try:
+            self.api.ping()
+        except (docker.errors.DockerException, requests.RequestException) as exc:
+            raise EngineError(
+                f"the Docker engine is not reachable ({type(exc).__name__})"
+            ) from None
+
+    def has_image(self, reference: str) -> bool:
+        try:
+            self.api.inspect_image(reference)
+        except docker.errors.ImageNotFound:
+            return False
+        except (docker.errors.DockerException, requests.RequestException) as exc:
+            raise EngineError(f"the Docker engine failed: {type(exc).__name__}") from None
+        return True
+
+    def image_labels(self, reference: str) -> dict[str, str] | None:
+        try:
+            data = self.api.inspect_image(reference)
+        except docker.errors.ImageNotFound:
+            return None
+        except (docker.errors.DockerException, requests.RequestException) as exc:
+            raise EngineError(f"the Docker engine failed: {type(exc).__name__}") from None
+        labels = (data.get("Config") or {}).get("Labels") or {}
+        return {str(k): str(v) for k, v in labels.items()}
+
+    def pull(self, reference: str, auth: Mapping[str, str] | None, log: Log) -> None:
+        """Pull `reference` (a `repo@digest` or `repo:tag`) with credentials held in memory."""
+        repository, tag = _split(reference)
+        try:
+            stream = self.api.pull(
+                repository,
+                tag=tag,
+                stream=True,
+                decode=True,
+                auth_config=dict(auth) if auth else None,
+            )
+            _lines, error = _stream_lines(stream, log)
+        except docker.errors.APIError as exc:
+            raise BuildError(
+                f"base image {reference} could not be pulled: {exc.explanation}"
+            ) from None
+        except (docker.errors.DockerException, requests.RequestException) as exc:
+            raise EngineError(
+                f"the Docker engine failed while pulling: {type(exc).__name__}"
+            ) from None
+        if error:
+            raise BuildError(f"base image {reference} could not be pulled: {error}")
+
+    def build(
+        self,
+        rendered: Rendered,
+        *,
+        tag: str,
+        labels: Mapping[str, str],
+        platform: str,
+        log: Log,
+    ) -> Built:
+        """Build from the in-memory context; the image is tagged `tag` locally."""
+        context = io.BytesIO(context_tar(rendered))
+        try:
+            stream = self.api.build(
+                fileobj=context,
+                custom_context=True,
+                dockerfile=rendered.dockerfile_path,
+                tag=tag,
+                labels=dict(labels),
+                platform=platform,
+                rm=True,
+                forcerm=True,
+                pull=False,
+                decode=True,
+            )
+            lines, error = _stream_lines(stream, log)
+        except docker.errors.APIError as exc:
+            raise BuildError(f"build failed: {exc.explanation}") from None
+        except (docker.errors.DockerException, requests.RequestException) as exc:
+            raise EngineError(
+                f"the Docker engine failed during the build: {type(exc).__name__}"
+            ) from None
+        if error:
+            raise BuildError(f"build failed: {error}")
+        try:
+            image_id = str(self.api.inspect_image(tag)["Id"])
+        except docker.errors.DockerException as exc:
+            raise EngineError(f"the built image is missing: {type(exc).__name__}") from None
+        return Built(image_id, "\n".join(lines))
+
+    def push(self, repository: str, tag: str, auth: Mapping[str, str] | None, log: Log) -> str:
+        """Push `repository:tag`; returns the digest the registry reported."""
+        try:
+            stream = self.api.push(
+                repository,
+                tag=tag,
+                stream=True,
+                decode=True,
+                auth_config=dict(auth) if auth else None,
+            )
+            digest: str | None = None
+            error: str | None = None
+            for item in stream:
+                aux = item.get("aux") or {}
+                if aux.get("Digest"):
+                    digest = str(aux["Digest"])
+                _lines, item_error = _stream_lines(iter([item]), log)
+                error = error or item_error
+        except docker.errors.APIError as exc:
+            raise PushError(f"push of {repository}:{tag} failed: {exc.explanation}") from None
+        except (docker.errors.DockerException, requests.RequestException) as exc:
+            raise EngineError(
+                f"the Docker engine failed during the push: {type(exc).__name__}"
+            ) from None
+        if error:
+            raise PushError(f"push of {repository}:{tag} failed: {error}")
+        if not digest:
+            raise PushError(f"push of {repository}:{tag} reported no digest")
+        return digest
+
+    def remove(self, reference: str) -> None:
+        with contextlib.suppress(docker.errors.DockerException):
+            self.api.remove_image(reference, noprune=True)
+
+
+def _split(reference: str) -> tuple[str, str | None]:
+    if "@" in reference:
+        repository, digest = reference.split("@", 1)
+        return repository, digest
+    last = reference.rsplit("/", 1)[-1]
+    if ":" in last:
+        repository, tag = reference.rsplit(":", 1)
+        return repository, tag
+    return reference, "latest"
+
+
+__all__ = [
+    "BuildError",
+    "Built",
+    "DockerBuilder",
+    "EngineError",
+    "PushError",
+    "context_tar",
+    "json",
+]

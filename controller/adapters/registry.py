@@ -1,0 +1,323 @@
+"""Any OCI registry (distribution, ACR, Harbor, GHCR, ...) through python-dxf.
+
+One `OciRegistry` per registry host. It answers the questions a plan asks (does
+`repo:tag` exist, and with which digest?) with one manifest HEAD, remembered for the life of
+the process, and does the registry-side work of a sync: copy an image across repositories by
+mounting its blobs, point a moving tag at a digest, read an image's labels.
+
+Authentication is pluggable (`Authenticator`): anonymous, username/password (HTTP basic, or the
+bearer-token flow when the registry answers with a token challenge), or an ACR Entra identity
+(see `controller.adapters.acr`). Secrets stay in memory; error messages never include them.
+
+Transport: HTTPS, verified against `ca_file` when given. A registry on the loopback network may
+speak plain HTTP, as Docker allows; any other host needs `plain_http=True` explicitly.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Protocol, cast
+
+import requests
+from dxf import DXF, DXFBase
+from dxf.exceptions import DXFError, DXFMountFailed, DXFUnauthorizedError
+
+MANIFEST_TYPES = (
+    "application/vnd.docker.distribution.manifest.v2+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.oci.image.index.v1+json",
+)
+ACCEPT = {"Accept": ", ".join(MANIFEST_TYPES)}
+DOCKER_HUB = "registry-1.docker.io"
+
+
+class RegistryError(Exception):
+    """The registry could not be reached or answered badly: retry later."""
+
+    action = "retry later"
+
+
+class RegistryAuthError(RegistryError):
+    """The registry refused the credentials (or their absence): check the configuration."""
+
+    action = "check the registry credentials"
+
+
+class Authenticator(Protocol):
+    """Answers a 401 from the registry by giving the DXF client a token or basic credentials."""
+
+    def __call__(self, client: DXFBase, response: requests.Response) -> None: ...
+
+    def docker_auth(self) -> dict[str, str] | None:
+        """Credentials in the shape the Docker engine takes for pull and push."""
+        ...
+
+
+class Anonymous:
+    def __call__(self, client: DXFBase, response: requests.Response) -> None:
+        client.authenticate(response=response)
+
+    def docker_auth(self) -> dict[str, str] | None:
+        return None
+
+
+@dataclass
+class Basic:
+    """Username and password, fetched when needed so a rotated secret is picked up."""
+
+    credentials: Callable[[], tuple[str, str]]
+
+    def __call__(self, client: DXFBase, response: requests.Response) -> None:
+        username, password = self.credentials()
+        client.authenticate(username, password, response=response)
+
+    def docker_auth(self) -> dict[str, str] | None:
+        username, password = self.credentials()
+        return {"username": username, "password": password}
+
+
+def is_loopback(host: str) -> bool:
+    name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+    name = name.strip("[]")
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def api_host(host: str) -> str:
+    """Where a registry's API lives (Docker Hub's names are aliases)."""
+    return DOCKER_HUB if host in ("docker.io", "index.docker.io") else host
+
+
+def describe(exc: BaseException) -> str:
+    """A short reason without URLs' query strings or headers (they may carry tokens)."""
+    if isinstance(exc, requests.HTTPError) and exc.response is not None:
+        return f"HTTP {exc.response.status_code}"
+    if isinstance(exc, requests.exceptions.SSLError):
+        return "TLS verification failed (is the CA file right?)"
+    if isinstance(exc, requests.ConnectionError):
+        return "connection failed"
+    if isinstance(exc, requests.Timeout):
+        return "timed out"
+    return type(exc).__name__
+
+
+@dataclass
+class ImageInfo:
+    digest: str
+    media_type: str
+    manifest: bytes
+
+
+@dataclass
+class OciRegistry:
+    """One registry host; thread-safe; existence answers are cached per process."""
+
+    host: str
+    authenticator: Authenticator = field(default_factory=Anonymous)
+    ca_file: str | None = None
+    plain_http: bool | None = None
+    """None: HTTPS, or plain HTTP for a loopback host that does not speak TLS."""
+    timeout: float = 30.0
+    _clients: dict[str, DXF] = field(default_factory=dict, init=False, repr=False)
+    _locks: dict[str, threading.Lock] = field(default_factory=dict, init=False, repr=False)
+    _guard: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+    _exists: dict[tuple[str, str], str | None] = field(default_factory=dict, init=False)
+    _scheme_checked: bool = field(default=False, init=False, repr=False)
+    requests_made: int = field(default=0, init=False)
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    def _insecure(self) -> bool:
+        with self._guard:
+            if not self._scheme_checked:
+                if self.plain_http is None:
+                    self.plain_http = is_loopback(self.host) and not self._speaks_tls()
+                self._scheme_checked = True
+        return bool(self.plain_http)
+
+    def _speaks_tls(self) -> bool:
+        try:
+            requests.get(
+                f"https://{api_host(self.host)}/v2/",
+                timeout=self.timeout,
+                verify=False,  # noqa: S501 - probe only
+            )
+        except requests.exceptions.SSLError:
+            return False
+        except requests.RequestException:
+            return True
+        return True
+
+    def _client(self, repository: str) -> tuple[DXF, threading.Lock]:
+        insecure = self._insecure()
+        with self._guard:
+            client = self._clients.get(repository)
+            if client is None:
+                client = DXF(
+                    api_host(self.host),
+                    repository,
+                    auth=self.authenticator,
+                    insecure=insecure,
+                    tlsverify=self.ca_file if self.ca_file else True,
+                    timeout=self.timeout,
+                )
+                client.__enter__()  # one HTTP session per repository, kept open
+                self._clients[repository] = client
+                self._locks[repository] = threading.Lock()
+            return client, self._locks[repository]
+
+    def _call(self, repository: str, what: str, action: Callable[[DXF], Any]) -> Any:
+        client, lock = self._client(repository)
+        with self._guard:
+            self.requests_made += 1
+        with lock:
+            try:
+                return action(client)
+            except DXFUnauthorizedError:
+                raise RegistryAuthError(
+                    f"{self.host} refused access to {repository} ({what}); check its credentials"
+                ) from None
+            except requests.HTTPError as exc:
+                status = exc.response.status_code if exc.response is not None else 0
+                if status in (401, 403):
+                    raise RegistryAuthError(
+                        f"{self.host} refused {what} on {repository} (HTTP {status})"
+                    ) from None
+                raise RegistryError(
+                    f"{self.host}: {what} on {repository} failed: {describe(exc)}"
+                ) from None
+            except (requests.RequestException, DXFError, OSError) as exc:
+                raise RegistryError(
+                    f"{self.host}: {what} on {repository} failed: {describe(exc)}"
+                ) from None
+
+    # -- questions --------------------------------------------------------------------------
+
+    def digest(self, repository: str, reference: str, *, refresh: bool = False) -> str | None:
+        """Digest of `repository:reference`, or None when it does not exist. One HEAD."""
+        key = (repository, reference)
+        if not refresh:
+            with self._guard:
+                if key in self._exists:
+                    return self._exists[key]
+
+        def head(client: DXF) -> str | None:
+            try:
+                response = client._request("head", "manifests/" + reference, headers=ACCEPT)
+            except requests.HTTPError as exc:
+                if exc.response is not None and exc.response.status_code == 404:
+                    return None
+                raise
+            return str(response.headers.get("Docker-Content-Digest") or "") or None
+
+        found: str | None = self._call(repository, "manifest check", head)
+        with self._guard:
+            self._exists[key] = found
+        return found
+
+    def remember(self, repository: str, reference: str, digest: str | None) -> None:
+        with self._guard:
+            self._exists[(repository, reference)] = digest
+
+    def image(self, repository: str, reference: str) -> ImageInfo | None:
+        def get(client: DXF) -> ImageInfo | None:
+            try:
+                response = client._request("get", "manifests/" + reference, headers=ACCEPT)
+            except requests.HTTPError as exc:
+                if exc.response is not None and exc.response.status_code == 404:
+                    return None
+                raise
+            media_type = response.headers.get("Content-Type", "").split(";")[0]
+            digest = response.headers.get("Docker-Content-Digest", "")
+            return ImageInfo(digest, media_type, response.content)
+
+        result: ImageInfo | None = self._call(repository, "manifest read", get)
+        return result
+
+    def labels(self, repository: str, reference: str) -> dict[str, str] | None:
+        """The labels of an image (from its config blob), or None when it does not exist."""
+        info = self.image(repository, reference)
+        if info is None:
+            return None
+        manifest = json.loads(info.manifest)
+        config = manifest.get("config", {}).get("digest")
+        if not config:
+            return {}
+
+        def read(client: DXF) -> bytes:
+            chunks = client.pull_blob(config)
+            return b"".join(cast(Iterable[bytes], chunks))
+
+        blob: bytes = self._call(repository, "config read", read)
+        labels = json.loads(blob).get("config", {}).get("Labels") or {}
+        return {str(k): str(v) for k, v in labels.items()}
+
+    def tags(self, repository: str) -> list[str]:
+        def list_tags(client: DXF) -> list[str]:
+            try:
+                return list(client.list_aliases())
+            except requests.HTTPError as exc:
+                if exc.response is not None and exc.response.status_code == 404:
+                    return []
+                raise
+
+        result: list[str] = self._call(repository, "tag list", list_tags)
+        return result
+
+    # -- changes ----------------------------------------------------------------------------
+
+    def put_manifest(self, repository: str, tag: str, info: ImageInfo) -> str:
+        def put(client: DXF) -> str:
+            response = client._request(
+                "put",
+                "manifests/" + tag,
+                data=info.manifest,
+                headers={"Content-Type": info.media_type},
+            )
+            return str(response.headers.get("Docker-Content-Digest") or info.digest)
+
+        digest: str = self._call(repository, "manifest write", put)
+        self.remember(repository, tag, digest)
+        return digest
+
+    def copy(self, source: str, reference: str, target: str, tag: str) -> str:
+        """Copy an image to another repository by mounting its blobs: nothing is downloaded."""
+        info = self.image(source, reference)
+        if info is None:
+            raise RegistryError(f"{self.host}: {source}:{reference} disappeared before the copy")
+        manifest = json.loads(info.manifest)
+        if "manifests" in manifest:
+            raise RegistryError(f"{self.host}: copying an image index is not supported")
+        blobs: Iterable[str] = [manifest["config"]["digest"]] + [
+            layer["digest"] for layer in manifest.get("layers", [])
+        ]
+
+        def mount(client: DXF) -> None:
+            for blob in blobs:
+                try:
+                    client.mount_blob(source, blob)
+                except DXFMountFailed:
+                    raise RegistryError(
+                        f"{self.host}: could not mount {blob[:19]} from {source} into {target}"
+                    ) from None
+
+        self._call(target, "blob mount", mount)
+        digest = self.put_manifest(target, tag, info)
+        if digest != info.digest:
+            raise RegistryError(f"{self.host}: copy of {source}:{reference} changed its digest")
+        return digest
+
+    def close(self) -> None:
+        with self._guard:
+            for client in self._clients.values():
+                client.__exit__()
+            self._clients.clear()

@@ -1,0 +1,339 @@
+"""One sync: the only place that puts the steps and their adapters in order.
+
+discover (done by the caller) -> resolve base digests -> check the registry -> plan (pure) ->
+build + push + verify, copy across repositories, move tags -> outcomes.
+
+Each environment fails alone: a base that cannot be resolved, a failing RUN, a refused push,
+a registry or engine that is down, are reported on the environments they touch while the others
+complete. Nothing is tagged with a content hash unless it was built from that hash's rendered
+build, and moving tags (`latest`, the spec's version) move only after a verified push.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Literal
+
+from controller.adapters.builder import BuildError, DockerBuilder, EngineError, PushError
+from controller.adapters.registries import RegistryPool
+from controller.adapters.registry import RegistryError
+from controller.adapters.secrets import SecretError
+from controller.core.hashing import content_hash
+from controller.core.model import Environment, base_references
+from controller.core.naming import split_reference, tag_for
+from controller.core.plan import PlanItem, plan
+from controller.core.render import LABEL_HASH, render
+
+Outcome = Literal["built", "copied", "up-to-date", "failed", "build", "copy"]
+"""`build` and `copy` are what a dry run would do."""
+CHECK_WORKERS = 16
+TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+FAILURES = (BuildError, EngineError, PushError, RegistryError, SecretError)
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """`host[:port][/prefix]`: where images go."""
+
+    host: str
+    prefix: str
+
+    @classmethod
+    def parse(cls, reference: str, default_prefix: str) -> Target:
+        text = reference.strip().rstrip("/")
+        if "://" in text:
+            raise ValueError(f"registry {reference!r}: give host[:port][/prefix], not a URL")
+        host, _, prefix = text.partition("/")
+        if not host:
+            raise ValueError(f"registry {reference!r} has no host")
+        return cls(host, prefix or default_prefix)
+
+
+@dataclass
+class SyncOptions:
+    jobs: int = field(default_factory=lambda: max(1, (os.cpu_count() or 2) // 2))
+    dry_run: bool = False
+    resolve_bases: bool = True
+    moving_tags: tuple[str, ...] = ()
+    tag_version: bool = False
+    source: str | None = None
+    revision: str | None = None
+
+
+@dataclass
+class Result:
+    item: PlanItem
+    outcome: Outcome
+    digest: str | None = None
+    error: str | None = None
+    log: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+class Reporter:
+    """Where progress goes; the CLI prints it, tests collect it."""
+
+    def __init__(self, emit: Callable[[str], None] | None = None) -> None:
+        self._emit = emit or (lambda line: None)
+        self._lock = threading.Lock()
+
+    def line(self, env: str, text: str) -> None:
+        with self._lock:
+            self._emit(f"[{env}] {text}")
+
+    def note(self, text: str) -> None:
+        with self._lock:
+            self._emit(text)
+
+
+_building: dict[str, threading.Lock] = {}
+_building_guard = threading.Lock()
+
+
+def _hash_lock(content: str) -> threading.Lock:
+    """One build per hash at a time in this process, whatever calls sync."""
+    with _building_guard:
+        return _building.setdefault(content, threading.Lock())
+
+
+class Sync:
+    def __init__(
+        self,
+        target: Target,
+        pool: RegistryPool,
+        options: SyncOptions,
+        reporter: Reporter | None = None,
+        builder_factory: Callable[[], DockerBuilder] = DockerBuilder,
+    ) -> None:
+        self.target = target
+        self.pool = pool
+        self.registry = pool.get(target.host)
+        self.options = options
+        self.reporter = reporter or Reporter()
+        self._builder_factory = builder_factory
+        self._builder: DockerBuilder | None = None
+        self._builder_lock = threading.Lock()
+
+    # -- planning ---------------------------------------------------------------------------
+
+    def resolve_bases(
+        self, envs: Sequence[Environment]
+    ) -> tuple[list[Environment], dict[str, str]]:
+        """Pin every base image to its digest; environments whose base fails are set aside."""
+        failures: dict[str, str] = {}
+        if not self.options.resolve_bases:
+            return list(envs), failures
+        wanted = {ref for env in envs if env.ok and env.build for ref in base_references(env.build)}
+        answers: dict[str, str | Exception] = {}
+
+        def resolve(ref: str) -> None:
+            try:
+                host, repository, tag, digest = split_reference(ref)
+                if digest:
+                    answers[ref] = digest
+                    return
+                found = self.pool.get(host or "docker.io").digest(repository, tag or "latest")
+                answers[ref] = found or LookupError(f"base image {ref} does not exist")
+            except (RegistryError, SecretError, ValueError) as exc:
+                answers[ref] = exc
+
+        with ThreadPoolExecutor(CHECK_WORKERS) as workers:
+            list(workers.map(resolve, sorted(wanted)))
+        resolved: list[Environment] = []
+        for env in envs:
+            if not env.ok or env.build is None:
+                resolved.append(env)
+                continue
+            pins: list[tuple[str, str]] = []
+            for ref in base_references(env.build):
+                answer = answers[ref]
+                if isinstance(answer, Exception):
+                    failures[env.path] = f"base image {ref} could not be resolved: {answer}"
+                    break
+                pins.append((ref, answer))
+            build = replace(env.build, base_digests=tuple(sorted(pins)))
+            resolved.append(replace(env, build=build))
+        return resolved, failures
+
+    def plan(self, envs: Sequence[Environment]) -> list[PlanItem]:
+        envs, failures = self.resolve_bases(envs)
+        wanted: dict[tuple[str, str], str] = {}
+        for env in envs:
+            if env.ok and env.build and env.repository and env.path not in failures:
+                wanted[(env.repository, tag_for(content_hash(env.build)))] = env.path
+        present: dict[tuple[str, str], str | None] = {}
+
+        def check(key: tuple[str, str]) -> None:
+            try:
+                present[key] = self.registry.digest(*key)
+            except (RegistryError, SecretError) as exc:
+                failures[wanted[key]] = f"registry check failed: {exc}"
+
+        with ThreadPoolExecutor(CHECK_WORKERS) as workers:
+            list(workers.map(check, sorted(wanted)))
+        return plan(envs, self.target.host, present, failures)
+
+    # -- doing ------------------------------------------------------------------------------
+
+    def builder(self) -> DockerBuilder:
+        with self._builder_lock:
+            if self._builder is None:
+                self._builder = self._builder_factory()
+                self._builder.ping()
+            return self._builder
+
+    def run(self, envs: Sequence[Environment]) -> list[Result]:
+        items = self.plan(envs)
+        counts = {
+            a: sum(1 for i in items if i.action == a) for a in ("build", "copy", "up-to-date")
+        }
+        self.reporter.note(
+            f"plan: {len(items)} environments, {counts['build']} to build, "
+            f"{counts['copy']} to copy, {counts['up-to-date']} up to date"
+        )
+        if self.options.dry_run:
+            return [self._planned(item) for item in items]
+        results = {id(item): self._planned(item) for item in items}
+        builds = [i for i in items if i.action == "build"]
+        copies = [i for i in items if i.action == "copy"]
+        waiting = {i.hash: [c for c in copies if c.hash == i.hash] for i in builds}
+        ready_copies = [c for c in copies if c.hash not in waiting]
+
+        def build_group(item: PlanItem) -> None:
+            result = self._build(item)
+            results[id(item)] = result
+            for copy in waiting.get(item.hash, []):
+                results[id(copy)] = (
+                    self._copy(copy)
+                    if result.outcome == "built"
+                    else Result(copy, "failed", error=f"not copied: {result.error}")
+                )
+
+        with ThreadPoolExecutor(max(1, self.options.jobs)) as workers:
+            futures = [workers.submit(build_group, item) for item in builds]
+            futures += [workers.submit(self._store, results, c) for c in ready_copies]
+            for future in futures:
+                future.result()
+        final = [results[id(item)] for item in items]
+        self._move_tags(final)
+        return final
+
+    def _store(self, results: dict[int, Result], item: PlanItem) -> None:
+        results[id(item)] = self._copy(item)
+
+    def _planned(self, item: PlanItem) -> Result:
+        if item.action in ("refused", "failed"):
+            return Result(item, "failed", error=item.error)
+        if item.action == "up-to-date":
+            return Result(item, "up-to-date", digest=item.digest)
+        return Result(item, "build" if item.action == "build" else "copy")
+
+    def _build(self, item: PlanItem) -> Result:
+        env, build = item.env, item.env.build
+        if build is None or not item.hash or not env.repository:
+            return Result(item, "failed", error="internal: a build without its spec")
+        log: list[str] = []
+        started = time.monotonic()
+
+        def emit(line: str) -> None:
+            log.append(line)
+            self.reporter.line(env.name, line)
+
+        repository = f"{self.target.host}/{env.repository}"
+        tag = tag_for(item.hash)
+        try:
+            with _hash_lock(item.hash):
+                builder = self.builder()
+                local = f"{repository}:{tag}"
+                existing = builder.image_labels(local)
+                if existing is not None and existing.get(LABEL_HASH) == item.hash:
+                    emit(f"reusing the local image {local} (same hash)")
+                else:
+                    self._pull_bases(builder, build.base_digests, emit)
+                    rendered = render(
+                        build, item.hash, source=self.options.source, revision=self.options.revision
+                    )
+                    created = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+                    emit(f"building {local}")
+                    builder.build(
+                        rendered,
+                        tag=local,
+                        labels={"org.opencontainers.image.created": created},
+                        platform=build.platform,
+                        log=emit,
+                    )
+                emit(f"pushing {local}")
+                digest = builder.push(
+                    repository, tag, self.registry.authenticator.docker_auth(), emit
+                )
+                stored = self.registry.digest(env.repository, tag, refresh=True)
+                if stored != digest:
+                    raise PushError(
+                        f"the registry holds {stored or 'nothing'} for {local}, "
+                        f"not the pushed {digest}"
+                    )
+        except FAILURES as exc:
+            emit(f"failed: {exc}")
+            return Result(
+                item, "failed", error=str(exc), log=log, seconds=time.monotonic() - started
+            )
+        emit(f"pushed {digest}")
+        return Result(item, "built", digest, log=log, seconds=time.monotonic() - started)
+
+    def _pull_bases(
+        self, builder: DockerBuilder, pins: Iterable[tuple[str, str]], emit: Callable[[str], None]
+    ) -> None:
+        for ref, digest in pins:
+            host, repository, _tag, _digest = split_reference(ref)
+            pinned = f"{host}/{repository}@{digest}" if host else f"{repository}@{digest}"
+            if builder.has_image(pinned):
+                continue
+            emit(f"pulling {pinned}")
+            auth = self.pool.get(host or "docker.io").authenticator.docker_auth()
+            builder.pull(pinned, auth, emit)
+
+    def _copy(self, item: PlanItem) -> Result:
+        env = item.env
+        if not item.hash or not item.source or not env.repository:
+            return Result(item, "failed", error="internal: a copy without its source")
+        tag = tag_for(item.hash)
+        started = time.monotonic()
+        try:
+            digest = self.registry.copy(item.source, tag, env.repository, tag)
+        except FAILURES as exc:
+            return Result(item, "failed", error=str(exc), seconds=time.monotonic() - started)
+        self.reporter.line(env.name, f"copied from {item.source}: {digest}")
+        return Result(item, "copied", digest, seconds=time.monotonic() - started)
+
+    def _move_tags(self, results: list[Result]) -> None:
+        """Point moving tags at images that are known good; never at a failed build."""
+        for result in results:
+            env = result.item.env
+            if result.outcome not in ("built", "copied", "up-to-date") or not env.repository:
+                continue
+            tags = list(self.options.moving_tags)
+            if self.options.tag_version and env.version:
+                tags.append(env.version)
+            for tag in tags:
+                if not TAG.fullmatch(tag):
+                    self.reporter.line(env.name, f"not tagged {tag!r}: not a valid tag")
+                    continue
+                try:
+                    current = self.registry.digest(env.repository, tag, refresh=True)
+                    if current == result.digest:
+                        continue
+                    info = self.registry.image(env.repository, tag_for(result.item.hash or ""))
+                    if info is None:
+                        raise RegistryError(f"{env.repository} lost its image before tagging")
+                    self.registry.put_manifest(env.repository, tag, info)
+                    self.reporter.line(env.name, f"tagged {tag}")
+                except FAILURES as exc:
+                    result.outcome = "failed"
+                    result.error = f"image pushed, but moving tag {tag!r} failed: {exc}"
