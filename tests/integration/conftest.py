@@ -1,0 +1,141 @@
+"""Session-wide real services for the integration tests (see infra.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import docker
+import pytest
+
+from tests.integration.infra import (
+    Certs,
+    Registry,
+    busybox_rootfs_tar,
+    docker_engine,
+    import_image,
+    make_certs,
+    new_password,
+    push,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="session")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("infra")
+
+
+@pytest.fixture(scope="session")
+def engine(workdir: Path) -> Iterator[docker.DockerClient]:
+    with docker_engine(workdir) as client:
+        yield client
+
+
+@pytest.fixture(scope="session")
+def certs(workdir: Path) -> Certs:
+    return make_certs(workdir / "certs")
+
+
+@pytest.fixture(scope="session")
+def target(workdir: Path, certs: Certs) -> Iterator[Registry]:
+    """The registry envship pushes to: TLS and basic auth."""
+    registry = Registry(workdir / "target", certs, "envship", new_password()).start()
+    yield registry
+    registry.stop()
+
+
+@pytest.fixture(scope="session")
+def public_bases(workdir: Path, engine: docker.DockerClient) -> Iterator[Registry]:
+    """An anonymous plain-HTTP registry on loopback holding base/busybox:1."""
+    registry = Registry(workdir / "public").start()
+    import_image(engine, busybox_rootfs_tar("public"), f"{registry.host}/base/busybox:1")
+    push(engine, f"{registry.host}/base/busybox:1", None)
+    yield registry
+    registry.stop()
+
+
+@pytest.fixture(scope="session")
+def private_bases(workdir: Path, certs: Certs, engine: docker.DockerClient) -> Iterator[Registry]:
+    """A TLS registry with basic auth holding a private base image."""
+    registry = Registry(workdir / "private", certs, "puller", new_password()).start()
+    reference = f"{registry.host}/private/busybox:1"
+    import_image(engine, busybox_rootfs_tar("private"), reference)
+    push(engine, reference, registry.auth())
+    engine.api.remove_image(reference)
+    yield registry
+    registry.stop()
+
+
+@dataclass
+class Run:
+    result: subprocess.CompletedProcess[str]
+
+    @property
+    def items(self) -> dict[str, dict[str, object]]:
+        return {item["name"]: item for item in json.loads(self.result.stdout)}
+
+    def actions(self) -> dict[str, object]:
+        return {name: item["action"] for name, item in self.items.items()}
+
+
+@dataclass
+class Envship:
+    """Runs the envship command as a user would, with secrets only in environment variables."""
+
+    home: Path
+    target: Registry
+    certs: Certs
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = {
+            **os.environ,
+            "HOME": str(self.home),
+            "ENVSHIP_TEST_USER": self.target.username or "",
+            "ENVSHIP_TEST_PASS": self.target.password or "",
+        }
+        env.update(extra)
+        return env
+
+    def target_args(self, prefix: str) -> list[str]:
+        return [
+            "--registry",
+            f"{self.target.host}/{prefix}",
+            "--ca-file",
+            self.certs.ca_file,
+            "--username",
+            "env:ENVSHIP_TEST_USER",
+            "--password",
+            "env:ENVSHIP_TEST_PASS",
+        ]
+
+    def __call__(
+        self, *args: str, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "controller.cli", *args],
+            capture_output=True,
+            text=True,
+            env=env or self.env(),
+            cwd=ROOT,
+            check=False,
+            timeout=600,
+        )
+
+    def sync(self, specs: Path, prefix: str, *extra: str, env: dict[str, str] | None = None) -> Run:
+        result = self("sync", str(specs), *self.target_args(prefix), "-o", "json", *extra, env=env)
+        assert "Traceback" not in result.stderr, result.stderr
+        return Run(result)
+
+
+@pytest.fixture
+def envship(tmp_path: Path, engine: docker.DockerClient, target: Registry, certs: Certs) -> Envship:
+    home = tmp_path / "home"
+    home.mkdir()
+    return Envship(home, target, certs)
