@@ -51,7 +51,7 @@ def wait_for(check: object, timeout: float, what: str) -> None:
         try:
             if check():  # type: ignore[operator]
                 return
-        except Exception:  # noqa: BLE001, S110 - still starting
+        except Exception:  # noqa: S110 - still starting
             pass
         time.sleep(0.05)
     raise RuntimeError(f"{what} did not become ready in {timeout} s")
@@ -63,7 +63,7 @@ def wait_for(check: object, timeout: float, what: str) -> None:
 def engine_answers() -> bool:
     try:
         return bool(docker.from_env(timeout=5).ping())
-    except Exception:  # noqa: BLE001
+    except Exception:
         return False
 
 
@@ -75,7 +75,7 @@ def docker_engine(workdir: Path) -> Iterator[docker.DockerClient]:
         need(shutil.which("dockerd") is not None, "no Docker engine (dockerd) is installed")
         need(os.geteuid() == 0, "starting dockerd needs root")
         log = (workdir / "dockerd.log").open("wb")
-        started = subprocess.Popen(["dockerd"], stdout=log, stderr=subprocess.STDOUT)  # noqa: S607
+        started = subprocess.Popen(["dockerd"], stdout=log, stderr=subprocess.STDOUT)
         wait_for(engine_answers, 60, "dockerd")
     client = docker.from_env(timeout=300)
     try:
@@ -176,7 +176,7 @@ class Registry:
         path.write_text(yaml.safe_dump(self.config()))
         log = (self.folder / "registry.log").open("wb")
         self.process = subprocess.Popen(
-            ["docker-registry", "serve", str(path)],  # noqa: S607
+            ["docker-registry", "serve", str(path)],
             stdout=log,
             stderr=subprocess.STDOUT,
         )
