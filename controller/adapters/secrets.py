@@ -28,8 +28,9 @@ class SecretRef:
     def parse(cls, text: str) -> SecretRef:
         scheme, sep, target = text.partition(":")
         if not sep or scheme not in ("env", "file") or not target:
+            # The text may be a pasted secret: say what is expected, never what was given.
             raise SecretError(
-                f"secret reference {text.split(':', 1)[0]!r}... is not env:NAME or file:PATH "
+                "a secret reference must be env:NAME or file:PATH "
                 "(a literal secret is never accepted)"
             )
         return cls(scheme, target)

@@ -1,0 +1,119 @@
+"""Failures end with a clear error on the environments they touch; the rest completes, and no
+tag is ever left pointing at content of another hash."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.conftest import Envship, Run
+from tests.integration.infra import Certs, Registry, new_password
+from tests.integration.test_sync import write
+
+
+def specs_on(base: str, folder: Path) -> Path:
+    return write(
+        folder,
+        {
+            "alpha/Dockerfile": f"FROM {base}\nRUN echo alpha > /a\n",
+            "beta/Dockerfile": f"FROM {base}\nRUN echo beta > /b\n",
+        },
+    )
+
+
+def assert_tags_match_content(registry: Registry, repositories: list[str]) -> None:
+    """Every hash tag in these repositories holds an image built from that hash."""
+    for repository in repositories:
+        for tag in registry.tags(repository):
+            labels = registry.labels(repository, tag)
+            if len(tag) == 32:
+                assert labels["io.envship.hash"].removeprefix("sha256:").startswith(tag)
+
+
+@pytest.fixture
+def own_target(tmp_path: Path, certs: Certs) -> Iterator[Registry]:
+    registry = Registry(tmp_path / "own", certs, "envship", new_password()).start()
+    yield registry
+    registry.stop()
+
+
+def own_args(registry: Registry, certs: Certs, prefix: str) -> list[str]:
+    return [
+        "--registry", f"{registry.host}/{prefix}", "--ca-file", certs.ca_file,
+        "--username", "env:OWN_USER", "--password", "env:OWN_PASS", "-o", "json",
+    ]  # fmt: skip
+
+
+def test_registry_down(
+    envship: Envship, public_bases: Registry, own_target: Registry, tmp_path: Path
+):
+    specs = specs_on(f"{public_bases.host}/base/busybox:1", tmp_path / "specs")
+    env = envship.env(OWN_USER="envship", OWN_PASS=own_target.password or "")
+    own_target.stop()
+    result = envship("sync", str(specs), *own_args(own_target, envship.certs, "down"), env=env)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    items = Run(result).items
+    for name in ("alpha", "beta"):
+        assert items[name]["action"] == "failed"
+        assert "registry check failed" in str(items[name]["error"])
+        assert "connection failed" in str(items[name]["error"])
+
+
+def test_registry_refusing_auth(
+    envship: Envship, public_bases: Registry, own_target: Registry, tmp_path: Path
+):
+    specs = specs_on(f"{public_bases.host}/base/busybox:1", tmp_path / "specs")
+    wrong = "wrong-" + new_password()
+    env = envship.env(OWN_USER="envship", OWN_PASS=wrong)
+    result = envship("sync", str(specs), *own_args(own_target, envship.certs, "auth"), env=env)
+    assert result.returncode == 1
+    for item in Run(result).items.values():
+        assert item["action"] == "failed"
+        assert "refused" in str(item["error"])
+    assert wrong not in result.stdout + result.stderr
+
+
+def test_engine_unreachable_fails_builds_only(
+    envship: Envship, public_bases: Registry, target: Registry, tmp_path: Path
+):
+    base = f"{public_bases.host}/base/busybox:1"
+    specs = specs_on(base, tmp_path / "specs")
+    assert envship.sync(specs, "engine").actions() == {"alpha": "built", "beta": "built"}
+    write(specs, {"gamma/Dockerfile": f"FROM {base}\nRUN echo gamma > /g\n"})
+    write(specs, {"alpha-twin/Dockerfile": f"FROM {base}\nRUN echo alpha > /a\n"})
+    env = envship.env(DOCKER_HOST="unix:///nonexistent/docker.sock")
+    run = envship.sync(specs, "engine", env=env)
+    assert run.result.returncode == 1
+    actions = run.actions()
+    assert actions == {
+        "alpha": "up-to-date",
+        "alpha-twin": "copied",
+        "beta": "up-to-date",
+        "gamma": "failed",
+    }
+    assert "Docker engine is not reachable" in str(run.items["gamma"]["error"])
+    assert target.tags("engine/gamma") == []
+    assert_tags_match_content(target, ["engine/alpha", "engine/alpha-twin", "engine/beta"])
+
+
+def test_push_rejected_leaves_no_tag(
+    envship: Envship, public_bases: Registry, own_target: Registry, tmp_path: Path
+):
+    specs = specs_on(f"{public_bases.host}/base/busybox:1", tmp_path / "specs")
+    env = envship.env(OWN_USER="envship", OWN_PASS=own_target.password or "")
+    own_target.restart(readonly=True)
+    result = envship("sync", str(specs), *own_args(own_target, envship.certs, "ro"), env=env)
+    assert result.returncode == 1
+    for item in Run(result).items.values():
+        assert item["action"] == "failed"
+        assert "push of" in str(item["error"])
+    own_target.restart(readonly=False)
+    assert own_target.tags("ro/alpha") == []
+    assert own_target.tags("ro/beta") == []
+    # the registry healthy again, the next sync converges
+    again = envship("sync", str(specs), *own_args(own_target, envship.certs, "ro"), env=env)
+    assert {i["action"] for i in Run(again).items.values()} == {"built"}
+    assert_tags_match_content(own_target, ["ro/alpha", "ro/beta"])
