@@ -13,6 +13,7 @@ import click
 from controller import __version__
 from controller.adapters.folder import FolderTree
 from controller.adapters.forked import ForkedJobs, usable_cpus
+from controller.adapters.gitinfo import provenance
 from controller.adapters.registries import RegistryPool, RegistrySettings
 from controller.adapters.registry import RegistryError
 from controller.adapters.secrets import SecretError, SecretRef
@@ -299,8 +300,10 @@ def result_json(result: Result) -> dict[str, Any]:
     "--tag", "moving_tags", multiple=True, help="Moving tag to update after a push, e.g. latest."
 )
 @click.option("--tag-version", is_flag=True, help="Also tag each image with its spec's version.")
-@click.option("--source", help="Value of org.opencontainers.image.source.")
-@click.option("--revision", help="Value of org.opencontainers.image.revision.")
+@click.option("--source", help="org.opencontainers.image.source (default: the checkout's origin).")
+@click.option(
+    "--revision", help="org.opencontainers.image.revision (default: the checkout's HEAD)."
+)
 @click.option("--quiet", "-q", is_flag=True, help="No build output, only the summary.")
 @click.option("--output", "-o", type=click.Choice(["table", "json"]), default="table")
 def sync_command(
@@ -332,13 +335,14 @@ def sync_command(
     settings = settings_from(
         target, ca_file, plain_http, username, password, acr_identity, base_auth
     )
+    found = provenance(path)
     options = SyncOptions(
         dry_run=dry_run,
         resolve_bases=not no_resolve_base,
         moving_tags=moving_tags,
         tag_version=tag_version,
-        source=source,
-        revision=revision,
+        source=source or found.source,
+        revision=revision or found.revision,
     )
     if jobs:
         options.jobs = jobs

@@ -5,10 +5,12 @@ from __future__ import annotations
 import tarfile
 from io import BytesIO
 
+import pygit2
 import pytest
 
 from controller.adapters.acr import parse_challenge, token_expiry
 from controller.adapters.builder import context_tar
+from controller.adapters.gitinfo import provenance, public_url
 from controller.adapters.registry import is_loopback
 from controller.adapters.secrets import SecretError, SecretRef
 from controller.core.dockerfile import from_references, pin
@@ -167,3 +169,18 @@ def test_target_and_loopback():
     assert is_loopback("127.1.2.3")
     assert not is_loopback("myacr.azurecr.io")
     assert not is_loopback("10.0.0.1:5000")
+
+
+def test_provenance_of_a_checkout_hides_credentials(tmp_path):
+    assert provenance(str(tmp_path)).revision is None
+    repo = pygit2.init_repository(str(tmp_path / "r"))
+    (tmp_path / "r" / "f").write_text("x")
+    repo.index.add("f")
+    repo.index.write()
+    signature = pygit2.Signature("t", "t@example.org")
+    commit = repo.create_commit("HEAD", signature, signature, "m", repo.index.write_tree(), [])
+    repo.remotes.create("origin", "https://user:tok-123@example.org/team/specs.git")
+    found = provenance(str(tmp_path / "r"))
+    assert found.revision == str(commit)
+    assert found.source == "https://example.org/team/specs.git"
+    assert public_url("git@github.com:team/specs.git") == "git@github.com:team/specs.git"
