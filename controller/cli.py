@@ -29,6 +29,7 @@ from controller.sync import Reporter, Result, Sync, SyncOptions, Target
 
 SHORT_HASH = 12
 HASH_TAG_LENGTH = 32
+LOG_TAIL = 20
 
 
 def console() -> Any:
@@ -285,6 +286,7 @@ def result_json(result: Result) -> dict[str, Any]:
         "digest": result.digest,
         "error": result.error,
         "seconds": round(result.seconds, 3),
+        "log_tail": result.log[-LOG_TAIL:],
     }
 
 

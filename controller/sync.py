@@ -256,7 +256,10 @@ class Sync:
                 if existing is not None and existing.get(LABEL_HASH) == item.hash:
                     emit(f"reusing the local image {local} (same hash)")
                 else:
-                    self._pull_bases(builder, build.base_digests, emit)
+                    pins = dict(build.base_digests)
+                    self._pull_bases(
+                        builder, [(ref, pins.get(ref)) for ref in base_references(build)], emit
+                    )
                     rendered = render(
                         build, item.hash, source=self.options.source, revision=self.options.revision
                     )
@@ -288,16 +291,25 @@ class Sync:
         return Result(item, "built", digest, log=log, seconds=time.monotonic() - started)
 
     def _pull_bases(
-        self, builder: DockerBuilder, pins: Iterable[tuple[str, str]], emit: Callable[[str], None]
+        self,
+        builder: DockerBuilder,
+        bases: Iterable[tuple[str, str | None]],
+        emit: Callable[[str], None],
     ) -> None:
-        for ref, digest in pins:
+        """Pull each base (by digest when resolved) with its registry's credentials, in memory.
+
+        Bases the engine already has are not pulled again; unresolved ones (offline use) are
+        used as the engine has them when present.
+        """
+        for ref, digest in bases:
             host, repository, _tag, _digest = split_reference(ref)
-            pinned = f"{host}/{repository}@{digest}" if host else f"{repository}@{digest}"
-            if builder.has_image(pinned):
+            name = f"{host}/{repository}" if host else repository
+            wanted = f"{name}@{digest}" if digest else ref
+            if builder.has_image(wanted):
                 continue
-            emit(f"pulling {pinned}")
+            emit(f"pulling {wanted}")
             auth = self.pool.get(host or "docker.io").authenticator.docker_auth()
-            builder.pull(pinned, auth, emit)
+            builder.pull(wanted, auth, emit)
 
     def _copy(self, item: PlanItem) -> Result:
         env = item.env

@@ -109,6 +109,7 @@ def test_failures_stay_with_their_environment(
     assert items["good"]["action"] == "built"
     assert items["failing-run"]["action"] == "failed"
     assert "returned a non-zero code: 7" in str(items["failing-run"]["error"])
+    assert "boom" in items["failing-run"]["log_tail"]  # the build output is kept per environment
     assert items["missing-base"]["action"] == "failed"
     assert "base/nothing:1 does not exist" in str(items["missing-base"]["error"])
     assert items["bad-spec"]["action"] == "failed"
