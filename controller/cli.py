@@ -14,9 +14,10 @@ from controller import __version__
 from controller.adapters.folder import FolderTree
 from controller.adapters.forked import ForkedJobs, usable_cpus
 from controller.adapters.gitinfo import provenance
+from controller.adapters.redact import redact
 from controller.adapters.registries import RegistryPool, RegistrySettings
 from controller.adapters.registry import RegistryError
-from controller.adapters.secrets import SecretError, SecretRef
+from controller.adapters.secrets import CredentialRefs, SecretError, SecretRef
 from controller.core.discovery import DiscoveryOptions, RootError, discover
 from controller.core.explain import differences
 from controller.core.hashing import content_hash, hash_input
@@ -162,18 +163,20 @@ def settings_from(
     acr_identity: bool,
     base_auth: Sequence[str],
 ) -> RegistrySettings:
-    credentials: dict[str, tuple[SecretRef, SecretRef]] = {}
+    credentials: dict[str, CredentialRefs] = {}
     try:
         for entry in base_auth:
             host, sep, refs = entry.partition("=")
             user_ref, comma, pass_ref = refs.partition(",")
             if not sep or not comma:
                 raise click.UsageError(f"--base-auth {host}=...: give HOST=USER_REF,PASS_REF")
-            credentials[host] = (SecretRef.parse(user_ref), SecretRef.parse(pass_ref))
+            credentials[host] = CredentialRefs(SecretRef.parse(user_ref), SecretRef.parse(pass_ref))
         if target is not None and (username or password):
             if not (username and password):
                 raise click.UsageError("--username and --password go together")
-            credentials[target.host] = (SecretRef.parse(username), SecretRef.parse(password))
+            credentials[target.host] = CredentialRefs(
+                SecretRef.parse(username), SecretRef.parse(password)
+            )
     except SecretError as exc:
         raise click.UsageError(str(exc)) from None
     return RegistrySettings(
@@ -230,7 +233,7 @@ def print_errors(out: Any, errors: Sequence[tuple[str, str | None]], label: str)
     if failed:
         out.print(f"\n{len(failed)} {label}:")
         for name, error in failed:
-            out.print(f"  {name}: {error}", markup=False)
+            out.print(redact(f"  {name}: {error}"), markup=False)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -272,7 +275,7 @@ def plan_command(
         options = SyncOptions(resolve_bases=not no_resolve_base)
         items = Sync(target, RegistryPool(settings), options).plan(found.load(target.prefix))
     if output == "json":
-        click.echo(json.dumps([item_json(i) for i in items], indent=2))
+        click.echo(redact(json.dumps([item_json(i) for i in items], indent=2)))
     else:
         print_plan(items)
     if any(i.action in ("refused", "failed") for i in items):
@@ -351,7 +354,7 @@ def sync_command(
     reporter = Reporter(None if quiet else lambda line: click.echo(line, err=True))
     results = Sync(target, RegistryPool(settings), options, reporter).run(envs)
     if output == "json":
-        click.echo(json.dumps([result_json(r) for r in results], indent=2))
+        click.echo(redact(json.dumps([result_json(r) for r in results], indent=2)))
     else:
         out = console()
         grid = table(("NAME", "HASH", "ACTION", "DIGEST", "SECONDS", "IMAGE"))

@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from typing import Literal
 
 from controller.adapters.builder import BuildError, DockerBuilder, EngineError, PushError
+from controller.adapters.redact import redact
 from controller.adapters.registries import RegistryPool
 from controller.adapters.registry import RegistryError
 from controller.adapters.secrets import SecretError
@@ -86,11 +87,11 @@ class Reporter:
 
     def line(self, env: str, text: str) -> None:
         with self._lock:
-            self._emit(f"[{env}] {text}")
+            self._emit(redact(f"[{env}] {text}"))
 
     def note(self, text: str) -> None:
         with self._lock:
-            self._emit(text)
+            self._emit(redact(text))
 
 
 _building: dict[str, threading.Lock] = {}
@@ -243,7 +244,7 @@ class Sync:
         started = time.monotonic()
 
         def emit(line: str) -> None:
-            log.append(line)
+            log.append(redact(line))
             self.reporter.line(env.name, line)
 
         repository = f"{self.target.host}/{env.repository}"
@@ -285,7 +286,7 @@ class Sync:
         except FAILURES as exc:
             emit(f"failed: {exc}")
             return Result(
-                item, "failed", error=str(exc), log=log, seconds=time.monotonic() - started
+                item, "failed", error=redact(str(exc)), log=log, seconds=time.monotonic() - started
             )
         emit(f"pushed {digest}")
         return Result(item, "built", digest, log=log, seconds=time.monotonic() - started)
@@ -320,7 +321,9 @@ class Sync:
         try:
             digest = self.registry.copy(item.source, tag, env.repository, tag)
         except FAILURES as exc:
-            return Result(item, "failed", error=str(exc), seconds=time.monotonic() - started)
+            return Result(
+                item, "failed", error=redact(str(exc)), seconds=time.monotonic() - started
+            )
         self.reporter.line(env.name, f"copied from {item.source}: {digest}")
         return Result(item, "copied", digest, seconds=time.monotonic() - started)
 
@@ -348,4 +351,4 @@ class Sync:
                     self.reporter.line(env.name, f"tagged {tag}")
                 except FAILURES as exc:
                     result.outcome = "failed"
-                    result.error = f"image pushed, but moving tag {tag!r} failed: {exc}"
+                    result.error = redact(f"image pushed, but moving tag {tag!r} failed: {exc}")

@@ -11,8 +11,9 @@ import pytest
 from controller.adapters.acr import parse_challenge, token_expiry
 from controller.adapters.builder import context_tar
 from controller.adapters.gitinfo import provenance, public_url
+from controller.adapters.redact import redact
 from controller.adapters.registry import is_loopback
-from controller.adapters.secrets import SecretError, SecretRef
+from controller.adapters.secrets import SecretError, SecretRef, SecretStore
 from controller.core.dockerfile import from_references, pin
 from controller.core.explain import differences
 from controller.core.hashing import content_hash, hash_input
@@ -146,15 +147,43 @@ def test_acr_token_helpers():
 
 
 def test_secret_references_never_echo_values(monkeypatch: pytest.MonkeyPatch, tmp_path):
+    store = SecretStore()
     monkeypatch.setenv("SECRET_X", "value-123")
-    assert SecretRef.parse("env:SECRET_X").read() == "value-123"
+    assert store.get(SecretRef.parse("env:SECRET_X")) == "value-123"
     (tmp_path / "s").write_text("file-secret\n")
-    assert SecretRef.parse(f"file:{tmp_path / 's'}").read() == "file-secret"
+    assert store.get(SecretRef.parse(f"file:{tmp_path / 's'}")) == "file-secret"
     with pytest.raises(SecretError, match="not set"):
-        SecretRef.parse("env:MISSING_SECRET_X").read()
+        store.get(SecretRef.parse("env:MISSING_SECRET_X"))
     with pytest.raises(SecretError) as literal:
         SecretRef.parse("hunter2-literal-password")
     assert "hunter2-literal-password" not in str(literal.value)
+    vault = SecretRef.parse("keyvault://myvault/db-password/0123abcd")
+    assert vault.vault_url == "https://myvault.vault.azure.net"
+    assert vault.secret_name == ("db-password", "0123abcd")
+    assert SecretRef.parse("keyvault://127.0.0.1:8443/x").vault_url == "https://127.0.0.1:8443"
+    for bad in ("keyvault://only-vault", "keyvault:/v/n", "vault://v/n", "env:"):
+        with pytest.raises(SecretError):
+            SecretRef.parse(bad)
+
+
+def test_cached_values_expire_and_can_be_forgotten(monkeypatch: pytest.MonkeyPatch):
+    store = SecretStore(ttl=3600)
+    ref = SecretRef.parse("env:ROTATING_X")
+    monkeypatch.setenv("ROTATING_X", "first-value")
+    assert store.get(ref) == "first-value"
+    monkeypatch.setenv("ROTATING_X", "second-value")
+    assert store.get(ref) == "first-value"  # cached
+    store.forget(ref)
+    assert store.get(ref) == "second-value"
+    assert SecretStore(ttl=0).get(ref) == "second-value"
+
+
+def test_every_secret_read_is_redacted(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("REDACT_ME_X", "s3cr3t/v@lue")
+    SecretStore().get(SecretRef.parse("env:REDACT_ME_X"))
+    text = "login with s3cr3t/v@lue at https://u:s3cr3t%2Fv%40lue@host/"
+    assert redact(text) == "login with *** at https://u:***@host/"
+    assert redact("abc") == "abc"
 
 
 def test_target_and_loopback():

@@ -14,14 +14,7 @@ from azure.core.credentials import TokenCredential
 
 from controller.adapters.acr import AcrEntra
 from controller.adapters.registry import Anonymous, Authenticator, Basic, OciRegistry
-from controller.adapters.secrets import SecretRef, credential_pair
-
-
-def default_credential() -> TokenCredential:
-    """DefaultAzureCredential: workload identity in AKS, the Azure CLI on a laptop."""
-    from azure.identity import DefaultAzureCredential  # noqa: PLC0415 - slow import, rarely needed
-
-    return DefaultAzureCredential()
+from controller.adapters.secrets import CredentialRefs, SecretStore, default_credential
 
 
 @dataclass
@@ -30,8 +23,8 @@ class RegistrySettings:
     """CA bundle for registries with private certificates (all hosts)."""
     plain_http: frozenset[str] = frozenset()
     """Hosts that may be reached over plain HTTP although they are not on loopback."""
-    credentials: Mapping[str, tuple[SecretRef, SecretRef]] = field(default_factory=dict)
-    """host -> (username reference, password reference)."""
+    credentials: Mapping[str, CredentialRefs] = field(default_factory=dict)
+    """host -> username and password references."""
     entra: frozenset[str] = frozenset()
     """ACR hosts to sign in to with an Entra identity."""
     credential_factory: Callable[[], TokenCredential] = default_credential
@@ -39,8 +32,9 @@ class RegistrySettings:
 
 
 class RegistryPool:
-    def __init__(self, settings: RegistrySettings) -> None:
+    def __init__(self, settings: RegistrySettings, secrets: SecretStore | None = None) -> None:
         self.settings = settings
+        self.secrets = secrets or SecretStore(credential_factory=settings.credential_factory)
         self._registries: dict[str, OciRegistry] = {}
         self._lock = threading.Lock()
         self._credential: TokenCredential | None = None
@@ -53,8 +47,8 @@ class RegistryPool:
             return AcrEntra(host, self._credential, ca_file=settings.ca_file)
         refs = settings.credentials.get(host)
         if refs is not None:
-            username, password = refs
-            return Basic(lambda: credential_pair(username, password))
+            store = self.secrets
+            return Basic(lambda: refs.read(store), lambda: refs.forget(store))
         return Anonymous()
 
     def get(self, host: str) -> OciRegistry:

@@ -71,6 +71,8 @@ class Basic:
     """Username and password, fetched when needed so a rotated secret is picked up."""
 
     credentials: Callable[[], tuple[str, str]]
+    forget: Callable[[], None] = lambda: None
+    """Called when the registry rejected the credentials: read them afresh next time."""
 
     def __call__(self, client: DXFBase, response: requests.Response) -> None:
         username, password = self.credentials()
@@ -176,6 +178,21 @@ class OciRegistry:
             return client, self._locks[repository]
 
     def _call(self, repository: str, what: str, action: Callable[[DXF], Any]) -> Any:
+        try:
+            return self._call_once(repository, what, action)
+        except RegistryAuthError:
+            # Credentials may have been rotated: read them afresh and try once more.
+            forget = getattr(self.authenticator, "forget", None)
+            if forget is None:
+                raise
+            forget()
+            with self._guard:
+                stale = self._clients.pop(repository, None)
+            if stale is not None:
+                stale.__exit__()
+            return self._call_once(repository, what, action)
+
+    def _call_once(self, repository: str, what: str, action: Callable[[DXF], Any]) -> Any:
         client, lock = self._client(repository)
         with self._guard:
             self.requests_made += 1
