@@ -14,18 +14,26 @@ import base64
 import json
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import requests
 from azure.containerregistry._exchange_client import ACRExchangeClient
 from azure.core.credentials import TokenCredential
+from azure.core.exceptions import AzureError, ClientAuthenticationError, HttpResponseError
 from dxf import DXFBase
+
+from controller.adapters.redact import REDACTOR
+from controller.adapters.registry import RegistryAuthError, RegistryError
 
 ACR_SCOPE = "https://containerregistry.azure.net/.default"
 DOCKER_USER = "00000000-0000-0000-0000-000000000000"
 MARGIN = 300.0
 """Seconds before expiry at which a token is renewed."""
+REFUSAL_MEMORY = 60.0
+"""Seconds a refused sign-in is remembered, so a plan of many repositories asks ACR once."""
 
 
 def token_expiry(token: str) -> float:
@@ -48,6 +56,31 @@ def parse_challenge(header: str) -> dict[str, str]:
     return found
 
 
+@contextmanager
+def signing_in(host: str, step: str) -> Iterator[None]:
+    """Azure SDK errors -> `RegistryAuthError`/`RegistryError`, which a sync reports per
+    environment. Messages name the step and status only: the SDK's text may quote responses."""
+    try:
+        yield
+    except (ClientAuthenticationError, HttpResponseError) as exc:
+        status = exc.status_code
+        if status is None:  # raised by the credential: no Entra token at all
+            raise RegistryAuthError(
+                f"{host}: no Entra token for ACR ({type(exc).__name__}); "
+                "check the workload identity (or `az login`)"
+            ) from None
+        if status in (401, 403):
+            raise RegistryAuthError(
+                f"{host} refused the Entra sign-in ({step}: HTTP {status}); check that the "
+                "identity may use this registry (e.g. the AcrPush role)"
+            ) from None
+        raise RegistryError(f"{host}: Entra sign-in failed ({step}: HTTP {status})") from None
+    except AzureError as exc:
+        raise RegistryError(
+            f"{host}: Entra sign-in failed ({step}: {type(exc).__name__})"
+        ) from None
+
+
 @dataclass
 class AcrEntra:
     """An `Authenticator` for `OciRegistry` that signs in to ACR with an Entra credential."""
@@ -58,6 +91,7 @@ class AcrEntra:
     exchanges: int = field(default=0, init=False)
     """Refresh-token exchanges made (for tests and metrics)."""
     _refresh: tuple[str, float] | None = field(default=None, init=False, repr=False)
+    _refused: tuple[str, float] | None = field(default=None, init=False, repr=False)
     _access: dict[tuple[str, str], tuple[str, float]] = field(default_factory=dict, init=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
     _client: Any = field(default=None, init=False, repr=False)
@@ -75,10 +109,19 @@ class AcrEntra:
         with self._lock:
             if self._refresh and self._refresh[1] - time.time() > MARGIN:
                 return self._refresh[0]
-            token = self._exchange_client().exchange_aad_token_for_refresh_token(
-                service or self.host
-            )
+            if self._refused and self._refused[1] > time.monotonic():
+                raise RegistryAuthError(self._refused[0])
+            try:
+                with signing_in(self.host, "refresh token exchange"):
+                    token = self._exchange_client().exchange_aad_token_for_refresh_token(
+                        service or self.host
+                    )
+            except RegistryAuthError as exc:
+                self._refused = (str(exc), time.monotonic() + REFUSAL_MEMORY)
+                raise
+            self._refused = None
             self.exchanges += 1
+            REDACTOR.add(token)
             self._refresh = (token, token_expiry(token))
             return token
 
@@ -89,12 +132,14 @@ class AcrEntra:
             if cached and cached[1] - time.time() > MARGIN:
                 return cached[0]
         refresh = self.refresh_token(service)
-        token = self._exchange_client().exchange_refresh_token_for_access_token(
-            refresh, service=service, scope=scope
-        )
+        with signing_in(self.host, "access token exchange"):
+            token = self._exchange_client().exchange_refresh_token_for_access_token(
+                refresh, service=service, scope=scope
+            )
         if not token:
-            raise PermissionError(f"{self.host} issued no access token for {scope}")
+            raise RegistryAuthError(f"{self.host} issued no access token for {scope}")
         with self._lock:
+            REDACTOR.add(str(token))
             self._access[key] = (token, token_expiry(token))
         return str(token)
 
@@ -103,6 +148,12 @@ class AcrEntra:
         service = challenge.get("service", self.host)
         scope = challenge.get("scope", "")
         client.token = self.access_token(service, scope)
+
+    def forget(self) -> None:
+        """The registry rejected a token: sign in afresh next time (a role may have changed)."""
+        with self._lock:
+            self._refresh = None
+            self._access.clear()
 
     def docker_auth(self) -> dict[str, str] | None:
         return {"username": DOCKER_USER, "password": self.refresh_token()}

@@ -13,6 +13,7 @@ from pathlib import Path
 import docker
 import pytest
 
+from tests.canaries import record_output
 from tests.integration.infra import (
     Certs,
     Registry,
@@ -118,7 +119,7 @@ class Envship:
     def __call__(
         self, *args: str, env: dict[str, str] | None = None
     ) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
+        result = subprocess.run(
             [sys.executable, "-m", "controller.cli", *args],
             capture_output=True,
             text=True,
@@ -127,6 +128,8 @@ class Envship:
             check=False,
             timeout=600,
         )
+        record_output(result.stdout, result.stderr)
+        return result
 
     def sync(self, specs: Path, prefix: str, *extra: str, env: dict[str, str] | None = None) -> Run:
         result = self("sync", str(specs), *self.target_args(prefix), "-o", "json", *extra, env=env)

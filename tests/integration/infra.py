@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import os
-import secrets
 import shutil
 import socket
 import subprocess
@@ -27,6 +26,8 @@ import pytest
 import requests
 import trustme
 import yaml
+
+from tests.canaries import canary
 
 CI = os.environ.get("CI") == "true"
 
@@ -254,7 +255,8 @@ class Registry:
 
 
 def new_password() -> str:
-    return "pw-" + secrets.token_hex(12)
+    """A registry password that is also a canary: it must never appear in output or files."""
+    return canary("password")
 
 
 # -- base images ------------------------------------------------------------------------------

@@ -1,0 +1,51 @@
+"""Session-wide checks: no canary secret may appear in any output or temporary file."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tests import canaries
+
+_reports: list[str] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    for _name, text in report.sections:
+        _reports.append(text)
+    if report.longrepr is not None:
+        _reports.append(str(report.longrepr))
+
+
+def _files(*roots: Path) -> list[Path]:
+    found: list[Path] = []
+    for root in roots:
+        if root.is_dir():
+            found.extend(p for p in root.rglob("*") if p.is_file() and not p.is_symlink())
+    return found
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if not canaries.CANARIES:
+        return
+    roots = [Path.home() / ".docker"]
+    factory = getattr(session.config, "_tmp_path_factory", None)
+    if factory is not None:
+        roots.append(factory.getbasetemp())
+    findings = canaries.find(_reports + canaries.OUTPUTS, _files(*roots))
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    line = (
+        f"canary scan: {len(canaries.CANARIES)} secrets, {len(_reports) + len(canaries.OUTPUTS)} "
+        f"outputs and files under {', '.join(str(r) for r in roots)}: "
+        + ("LEAKED" if findings else "clean")
+    )
+    if reporter is not None:
+        reporter.write_line(line)
+        for finding in findings:
+            reporter.write_line(f"  {finding}")
+    if findings:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    os.environ.pop("ENVSHIP_CANARY_SCAN", None)
