@@ -140,7 +140,9 @@ class Sync:
                 if digest:
                     answers[ref] = digest
                     return
-                found = self.pool.get(host or "docker.io").digest(repository, tag or "latest")
+                # Base tags move, unlike hash tags: always ask (each distinct base once a run).
+                registry = self.pool.get(host or "docker.io")
+                found = registry.digest(repository, tag or "latest", refresh=True)
                 answers[ref] = found or LookupError(f"base image {ref} does not exist")
             except (RegistryError, SecretError, ValueError) as exc:
                 answers[ref] = exc

@@ -21,12 +21,8 @@ with its own event loop. It counts the requests per endpoint so tests can check 
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
-import contextlib
-import ssl
-import threading
 import time
 import uuid
 from dataclasses import dataclass, field, fields, replace
@@ -39,13 +35,13 @@ import requests
 import trustme
 from aiohttp import web
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 from multidict import CIMultiDict
 from yarl import URL
 
+from tests.integration.identity import ACR_AUDIENCE, EntraIssuer
 from tests.integration.infra import Certs, Registry, free_port
+from tests.integration.servers import BackgroundServer
 
-ACR_AUDIENCE = "https://containerregistry.azure.net"
 DOCKER_USER = "00000000-0000-0000-0000-000000000000"
 ISSUER = "envship-acr-standin"
 HOP_BY_HOP = frozenset(
@@ -61,31 +57,6 @@ HOP_BY_HOP = frozenset(
     }
 )
 CHUNK = 64 * 1024
-
-
-class EntraIssuer:
-    """The tests' Entra ID: signs access tokens (ES256 JWTs) that the stand-in trusts."""
-
-    def __init__(self, tenant: str = "00000000-test-tenant") -> None:
-        self.tenant = tenant
-        self._key = ec.generate_private_key(ec.SECP256R1())
-        self.public_key = self._key.public_key()
-
-    def token(self, audience: str = ACR_AUDIENCE, lifetime: float = 3600) -> tuple[str, int]:
-        """An access token for `audience` and its expiry (epoch seconds)."""
-        now = int(time.time())
-        expires = now + int(lifetime)
-        claims = {
-            "iss": f"https://sts.windows.net/{self.tenant}/",
-            "tid": self.tenant,
-            "oid": "11111111-2222-3333-4444-555555555555",
-            "sub": "envship-workload-identity",
-            "aud": audience,
-            "iat": now,
-            "nbf": now,
-            "exp": expires,
-        }
-        return jwt.encode(claims, self._key, algorithm="ES256"), expires
 
 
 @dataclass
@@ -133,9 +104,7 @@ class AcrStandIn:
     docker_refresh_ids: list[str] = field(default_factory=list, init=False)
     """The `jti` of the refresh token behind every `GET /oauth2/token` answered."""
     registry: Registry | None = field(default=None, init=False)
-    _loop: asyncio.AbstractEventLoop | None = field(default=None, init=False, repr=False)
-    _thread: threading.Thread | None = field(default=None, init=False, repr=False)
-    _runner: web.AppRunner | None = field(default=None, init=False, repr=False)
+    _server: BackgroundServer | None = field(default=None, init=False, repr=False)
     _session: aiohttp.ClientSession | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -356,46 +325,32 @@ class AcrStandIn:
                 "rootcertbundle": str(self.signer_cert_file),
             },
         ).start()
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(
-            target=self._loop.run_forever, name="acr-standin", daemon=True
-        )
-        self._thread.start()
-        asyncio.run_coroutine_threadsafe(self._serve(), self._loop).result(20)
+        self._server = BackgroundServer(self.certs, self.port, "acr-standin")
+        self._server.start(self._app, self._close)
         return self
 
-    async def _serve(self) -> None:
+    async def _app(self) -> web.Application:
         app = web.Application()
         app.router.add_post("/oauth2/exchange", self.exchange)
         app.router.add_post("/oauth2/token", self.token_post)
         app.router.add_get("/oauth2/token", self.token_get)
         app.router.add_route("*", "/{tail:.*}", self.proxy)
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        context.load_cert_chain(self.certs.cert_file, self.certs.key_file)
         self._session = aiohttp.ClientSession(
             auto_decompress=False,
             skip_auto_headers=("Accept", "Accept-Encoding", "User-Agent", "Content-Type"),
             connector=aiohttp.TCPConnector(limit=0),
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=10),
         )
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port, ssl_context=context).start()
+        return app
 
     async def _close(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
         if self._session is not None:
             await self._session.close()
 
     def stop(self) -> None:
-        if self._loop is not None and self._thread is not None:
-            with contextlib.suppress(Exception):
-                asyncio.run_coroutine_threadsafe(self._close(), self._loop).result(20)
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(20)
-            self._loop.close()
-            self._loop = self._thread = None
+        if self._server is not None:
+            self._server.stop()
+            self._server = None
         if self.registry is not None:
             self.registry.stop()
 

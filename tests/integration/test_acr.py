@@ -24,7 +24,8 @@ from controller.core.discovery import DiscoveryOptions, discover
 from controller.core.model import Environment
 from controller.core.naming import tag_for
 from controller.sync import Reporter, Sync, SyncOptions, Target
-from tests.integration.acr_standin import AcrStandIn, Counts, EntraIssuer
+from tests.integration.acr_standin import AcrStandIn, Counts
+from tests.integration.identity import EntraIssuer
 from tests.integration.infra import Certs, Registry
 
 
