@@ -132,6 +132,10 @@ class Sync:
         if not self.options.resolve_bases:
             return list(envs), failures
         wanted = {ref for env in envs if env.ok and env.build for ref in base_references(env.build)}
+        for env in envs:
+            build = env.build
+            if env.ok and build and build.base_registry and build.base_registry_identity:
+                self.pool.use_identity(build.base_registry, build.base_registry_identity)
         answers: dict[str, str | Exception] = {}
 
         def resolve(ref: str) -> None:

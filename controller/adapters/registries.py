@@ -17,6 +17,15 @@ from controller.adapters.registry import Anonymous, Authenticator, Basic, OciReg
 from controller.adapters.secrets import CredentialRefs, SecretStore, default_credential
 
 
+def identity_credential(client_id: str) -> TokenCredential:
+    """A user-assigned managed identity: workload identity in AKS, IMDS on an Azure VM."""
+    from azure.identity import DefaultAzureCredential  # noqa: PLC0415 - slow import, rarely needed
+
+    return DefaultAzureCredential(
+        managed_identity_client_id=client_id, workload_identity_client_id=client_id
+    )
+
+
 @dataclass
 class RegistrySettings:
     ca_file: str | None = None
@@ -28,6 +37,8 @@ class RegistrySettings:
     entra: frozenset[str] = frozenset()
     """ACR hosts to sign in to with an Entra identity."""
     credential_factory: Callable[[], TokenCredential] = default_credential
+    identity_factory: Callable[[str], TokenCredential] = identity_credential
+    """The credential of a managed identity named by its client id (a spec's registryIdentity)."""
     timeout: float = 30.0
 
 
@@ -38,9 +49,26 @@ class RegistryPool:
         self._registries: dict[str, OciRegistry] = {}
         self._lock = threading.Lock()
         self._credential: TokenCredential | None = None
+        self._identities: dict[str, str] = {}
+
+    def use_identity(self, host: str, client_id: str) -> None:
+        """A spec pulls its base from `host` with a managed identity (`registryIdentity`).
+
+        Credentials configured for the host win; otherwise the host signs in with Entra as that
+        identity.
+        """
+        settings = self.settings
+        with self._lock:
+            if host in settings.entra or host in settings.credentials or host in self._identities:
+                return
+            self._identities[host] = client_id
+            self._registries.pop(host, None)
 
     def authenticator(self, host: str) -> Authenticator:
         settings = self.settings
+        if host in self._identities:
+            credential = settings.identity_factory(self._identities[host])
+            return AcrEntra(host, credential, ca_file=settings.ca_file)
         if host in settings.entra:
             if self._credential is None:
                 self._credential = settings.credential_factory()

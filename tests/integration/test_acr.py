@@ -8,6 +8,7 @@ trusts.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,12 +21,13 @@ from azure.core.exceptions import ClientAuthenticationError
 from controller.adapters.acr import ACR_SCOPE, DOCKER_USER, AcrEntra
 from controller.adapters.folder import FolderTree
 from controller.adapters.registries import RegistryPool, RegistrySettings
+from controller.adapters.secrets import CredentialRefs, SecretRef
 from controller.core.discovery import DiscoveryOptions, discover
 from controller.core.model import Environment
 from controller.core.naming import tag_for
 from controller.sync import Reporter, Sync, SyncOptions, Target
 from tests.integration.acr_standin import AcrStandIn, Counts
-from tests.integration.identity import EntraIssuer
+from tests.integration.identity import EntraIssuer, IssuingCredential
 from tests.integration.infra import Certs, Registry
 
 
@@ -304,3 +306,62 @@ def test_a_rejected_entra_token_fails_each_environment_clearly(
     # The refusal is remembered: one Entra token and one refused exchange for all five.
     assert credential.calls == 1
     assert spent.refused == spent.exchange == (0 if case == "no-identity" else 1)
+
+
+def test_a_v1_registry_identity_pulls_its_base_as_that_identity(
+    acr: AcrStandIn,
+    certs: Certs,
+    entra: EntraIssuer,
+    session: Session,
+    public_bases: Registry,
+    target: Registry,
+    engine: docker.DockerClient,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+):
+    """`baseImageRegistry.registryIdentity`: the base registry is signed in to with Entra as the
+    managed identity the spec names; no credential for it is configured anywhere."""
+    # A private base in the ACR (pushed as the session's identity).
+    base = f"{acr.host}/private/base:1"
+    engine.api.tag(f"{public_bases.host}/base/busybox:1", f"{acr.host}/private/base", "1")
+    docker_auth = session.authenticator.docker_auth()
+    for item in engine.api.push(f"{acr.host}/private/base", tag="1", stream=True, decode=True,
+                                auth_config=docker_auth):  # fmt: skip
+        assert "error" not in item, item
+    engine.api.remove_image(base)
+    v1 = {
+        "name": "uses-identity",
+        "python": {"userManagedDependencies": True},
+        "docker": {
+            "baseImage": "private/base:1",
+            "baseImageRegistry": {
+                "address": acr.host,
+                "registryIdentity": {"clientId": "22222222-aaaa-bbbb-cccc-333333333333"},
+            },
+        },
+    }
+    specs = write(tmp_path / "specs", {"e/azureml_environment.json": json.dumps(v1)})
+    asked: list[str] = []
+
+    def identity(client_id: str) -> IssuingCredential:
+        asked.append(client_id)
+        return IssuingCredential(entra)
+
+    monkeypatch.setenv("ENVSHIP_TEST_USER", target.username or "")
+    monkeypatch.setenv("ENVSHIP_TEST_PASS", target.password or "")
+    target_refs = CredentialRefs(
+        SecretRef.parse("env:ENVSHIP_TEST_USER"), SecretRef.parse("env:ENVSHIP_TEST_PASS")
+    )
+    settings = RegistrySettings(
+        ca_file=certs.ca_file, credentials={target.host: target_refs}, identity_factory=identity
+    )
+    pool = RegistryPool(settings)
+    lines: list[str] = []
+    sync = Sync(Target(target.host, "identity"), pool, SyncOptions(), Reporter(lines.append))
+    results = sync.run(load(specs, "identity"))
+    assert [(r.item.env.name, r.outcome, r.error) for r in results] == [
+        ("uses-identity", "built", None)
+    ]
+    assert asked == ["22222222-aaaa-bbbb-cccc-333333333333"]
+    assert any(f"pulling {acr.host}/private/base@" in line for line in lines)
+    pool.close()
