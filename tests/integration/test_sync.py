@@ -7,6 +7,7 @@ from pathlib import Path
 
 import docker
 
+from tests.canaries import secret_file
 from tests.integration.conftest import Envship
 from tests.integration.infra import Registry, busybox_rootfs_tar, import_image, push
 
@@ -129,12 +130,11 @@ def test_private_base_image_needs_its_credentials_in_memory_only(
     assert without.actions() == {"private": "failed"}
     assert "could not be resolved" in str(without.items["private"]["error"])
 
-    env = envship.env(
-        BASE_USER=private_bases.username or "", BASE_PASS=private_bases.password or ""
-    )
-    run = envship.sync(
-        specs, "t4", "--base-auth", f"{private_bases.host}=env:BASE_USER,env:BASE_PASS", env=env
-    )
+    # the username from the environment, the password from a mounted secret file
+    password_file = secret_file(tmp_path / "base-password", private_bases.password or "")
+    env = envship.env(BASE_USER=private_bases.username or "")
+    auth = f"{private_bases.host}=env:BASE_USER,file:{password_file}"
+    run = envship.sync(specs, "t4", "--base-auth", auth, env=env)
     assert run.result.returncode == 0, run.result.stdout + run.result.stderr
     assert run.actions() == {"private": "built"}
     assert "base-private" in run.result.stderr  # the RUN step printed the private base's marker
