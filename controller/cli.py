@@ -154,6 +154,21 @@ def registry_options(required: bool) -> Callable[[Callable[..., Any]], Callable[
     return decorate
 
 
+def credential_map(entries: Sequence[str], option: str) -> dict[str, CredentialRefs]:
+    """`HOST=USER_REF,PASS_REF` entries -> host: references."""
+    found: dict[str, CredentialRefs] = {}
+    for entry in entries:
+        host, sep, refs = entry.partition("=")
+        user_ref, comma, pass_ref = refs.partition(",")
+        if not sep or not comma:
+            raise click.UsageError(f"{option} {host}=...: give HOST=USER_REF,PASS_REF")
+        try:
+            found[host] = CredentialRefs(SecretRef.parse(user_ref), SecretRef.parse(pass_ref))
+        except SecretError as exc:
+            raise click.UsageError(f"{option} {host}: {exc}") from None
+    return found
+
+
 def settings_from(
     target: Target | None,
     ca_file: str | None,
@@ -163,14 +178,8 @@ def settings_from(
     acr_identity: bool,
     base_auth: Sequence[str],
 ) -> RegistrySettings:
-    credentials: dict[str, CredentialRefs] = {}
+    credentials = credential_map(base_auth, "--base-auth")
     try:
-        for entry in base_auth:
-            host, sep, refs = entry.partition("=")
-            user_ref, comma, pass_ref = refs.partition(",")
-            if not sep or not comma:
-                raise click.UsageError(f"--base-auth {host}=...: give HOST=USER_REF,PASS_REF")
-            credentials[host] = CredentialRefs(SecretRef.parse(user_ref), SecretRef.parse(pass_ref))
         if target is not None and (username or password):
             if not (username and password):
                 raise click.UsageError("--username and --password go together")
@@ -309,6 +318,19 @@ def result_json(result: Result) -> dict[str, Any]:
 @click.option(
     "--revision", help="org.opencontainers.image.revision (default: the checkout's HEAD)."
 )
+@click.option(
+    "--private-index",
+    "private_indexes",
+    multiple=True,
+    metavar="URL",
+    help="A private package index served to builds as PIP_EXTRA_INDEX_URL (repeatable).",
+)
+@click.option(
+    "--index-auth",
+    multiple=True,
+    metavar="HOST=USER_REF,PASS_REF",
+    help="Credentials of a private index host, as secret references (repeatable).",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No build output, only the summary.")
 @click.option("--output", "-o", type=click.Choice(["table", "json"]), default="table")
 def sync_command(
@@ -331,6 +353,8 @@ def sync_command(
     tag_version: bool,
     source: str | None,
     revision: str | None,
+    private_indexes: tuple[str, ...],
+    index_auth: tuple[str, ...],
     quiet: bool,
     output: str,
 ) -> None:
@@ -348,11 +372,17 @@ def sync_command(
         tag_version=tag_version,
         source=source or found.source,
         revision=revision or found.revision,
+        private_indexes=private_indexes,
+        index_credentials=credential_map(index_auth, "--index-auth"),
     )
     if jobs:
         options.jobs = jobs
     reporter = Reporter(None if quiet else lambda line: click.echo(line, err=True))
-    results = Sync(target, RegistryPool(settings), options, reporter).run(envs)
+    sync = Sync(target, RegistryPool(settings), options, reporter)
+    try:
+        results = sync.run(envs)
+    finally:
+        sync.close()
     if output == "json":
         click.echo(redact(json.dumps([result_json(r) for r in results], indent=2)))
     else:

@@ -15,17 +15,19 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from functools import partial
 from typing import Literal
 
 from controller.adapters.builder import BuildError, DockerBuilder, EngineError, PushError
+from controller.adapters.indexproxy import IndexProxy
 from controller.adapters.redact import redact
 from controller.adapters.registries import RegistryPool
 from controller.adapters.registry import RegistryError
-from controller.adapters.secrets import SecretError
+from controller.adapters.secrets import CredentialRefs, SecretError
 from controller.core.hashing import content_hash
 from controller.core.model import Environment, base_references
 from controller.core.naming import split_reference, tag_for
@@ -66,6 +68,10 @@ class SyncOptions:
     tag_version: bool = False
     source: str | None = None
     revision: str | None = None
+    private_indexes: tuple[str, ...] = ()
+    """Package index URLs served to builds through the loopback forwarder (`PIP_*` args)."""
+    index_credentials: Mapping[str, CredentialRefs] = field(default_factory=dict)
+    """Index host -> username and password references."""
 
 
 @dataclass
@@ -121,6 +127,7 @@ class Sync:
         self._builder_factory = builder_factory
         self._builder: DockerBuilder | None = None
         self._builder_lock = threading.Lock()
+        self._proxy: IndexProxy | None = None
 
     # -- planning ---------------------------------------------------------------------------
 
@@ -188,6 +195,30 @@ class Sync:
         return plan(envs, self.target.host, present, failures)
 
     # -- doing ------------------------------------------------------------------------------
+
+    def index_args(self) -> dict[str, str]:
+        """Build arguments that point pip at the private indexes, through the forwarder.
+
+        They hold loopback URLs only; the credentials stay in this process.
+        """
+        if not self.options.private_indexes:
+            return {}
+        with self._builder_lock:
+            if self._proxy is None:
+                store = self.pool.secrets
+                refs = self.options.index_credentials
+                self._proxy = IndexProxy(
+                    {host: partial(r.read, store) for host, r in refs.items()},
+                    forget={host: partial(r.forget, store) for host, r in refs.items()},
+                    ca_file=self.pool.settings.ca_file,
+                ).start()
+        routed = [self._proxy.route(url) for url in self.options.private_indexes]
+        return {"PIP_EXTRA_INDEX_URL": " ".join(routed), "PIP_TRUSTED_HOST": "127.0.0.1"}
+
+    def close(self) -> None:
+        if self._proxy is not None:
+            self._proxy.stop()
+            self._proxy = None
 
     def builder(self) -> DockerBuilder:
         with self._builder_lock:
@@ -272,12 +303,15 @@ class Sync:
                     )
                     created = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
                     emit(f"building {local}")
+                    build_args = self.index_args()
                     builder.build(
                         rendered,
                         tag=local,
                         labels={"org.opencontainers.image.created": created},
                         platform=build.platform,
                         log=emit,
+                        build_args=build_args,
+                        host_network=bool(build_args),
                     )
                 emit(f"pushing {local}")
                 digest = builder.push(

@@ -172,8 +172,14 @@ class DockerBuilder:
         labels: Mapping[str, str],
         platform: str,
         log: Log,
+        build_args: Mapping[str, str] | None = None,
+        host_network: bool = False,
     ) -> Built:
-        """Build from the in-memory context; the image is tagged `tag` locally."""
+        """Build from the in-memory context; the image is tagged `tag` locally.
+
+        `build_args` must hold no secret (they are recorded in the image's history);
+        `host_network` lets RUN steps reach envship's loopback index forwarder.
+        """
         context = io.BytesIO(context_tar(rendered))
         try:
             stream = self.api.build(
@@ -187,6 +193,8 @@ class DockerBuilder:
                 forcerm=True,
                 pull=False,
                 decode=True,
+                buildargs=dict(build_args or {}),
+                network_mode="host" if host_network else None,
             )
             lines, error = _stream_lines(stream, log)
         except docker.errors.APIError as exc:

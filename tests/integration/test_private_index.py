@@ -1,0 +1,77 @@
+"""Private package indexes: the real pip reaches a private index through envship's loopback
+forwarder; the credentials never reach pip, its output, or any file."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from controller.adapters.indexproxy import IndexProxy
+from tests.canaries import record_output
+from tests.integration.infra import Certs
+from tests.integration.private_index import PrivateIndex
+
+
+@pytest.fixture
+def index(certs: Certs) -> Iterator[PrivateIndex]:
+    server = PrivateIndex(certs)
+    server.add("envship-private-demo", "1.0", "ANSWER = 42\n")
+    server.start()
+    yield server
+    server.stop()
+
+
+def pip_download(url: str, destination: Path) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "download", "--isolated", "--no-deps", "--no-cache-dir",
+         "--disable-pip-version-check", "--index-url", url, "--trusted-host", "127.0.0.1",
+         "-d", str(destination), "envship-private-demo"],
+        capture_output=True, text=True, check=False, timeout=120,
+    )  # fmt: skip
+    record_output(result.stdout, result.stderr)
+    return result
+
+
+def test_pip_installs_from_a_private_index_through_the_forwarder(
+    index: PrivateIndex, certs: Certs, tmp_path: Path
+):
+    forgotten: list[str] = []
+    configured = (index.username, index.password)  # what the secret store holds
+    proxy = IndexProxy(
+        {index.host: lambda: configured},
+        forget={index.host: lambda: forgotten.append(index.host)},
+        ca_file=certs.ca_file,
+        port=0,
+    ).start()
+    try:
+        routed = proxy.route(index.url)
+        assert routed.startswith("http://127.0.0.1:")
+        assert index.password not in routed
+        assert proxy.route("https://pypi.org/simple/") == "https://pypi.org/simple/"
+        result = pip_download(routed, tmp_path / "wheels")
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert (tmp_path / "wheels" / "envship_private_demo-1.0-py3-none-any.whl").exists()
+        assert index.requests["served"] >= 2  # the page, then the wheel behind an absolute link
+        assert index.password not in result.stdout + result.stderr
+
+        index.password = index.password + "-rotated"  # rotated at the index, not yet in the store
+        refused = pip_download(routed, tmp_path / "again")
+        assert refused.returncode != 0
+        assert forgotten == [index.host]  # told the store to read the secret afresh
+    finally:
+        proxy.stop()
+
+
+def test_hosts_that_are_not_configured_are_not_forwarded(certs: Certs):
+    proxy = IndexProxy({}, ca_file=certs.ca_file, port=0).start()
+    try:
+        response = requests.get(f"{proxy.base}/evil.example.org/simple/", timeout=10)
+        assert response.status_code == 404
+        assert "not a configured private index" in response.text
+    finally:
+        proxy.stop()
