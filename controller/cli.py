@@ -17,7 +17,7 @@ from controller.adapters.gitinfo import provenance
 from controller.adapters.redact import redact
 from controller.adapters.registries import RegistryPool, RegistrySettings
 from controller.adapters.registry import RegistryError
-from controller.adapters.secrets import CredentialRefs, SecretError, SecretRef
+from controller.adapters.secrets import CredentialRefs, SecretError, SecretRef, SecretStore
 from controller.core.discovery import DiscoveryOptions, RootError, discover
 from controller.core.explain import differences
 from controller.core.hashing import content_hash, hash_input
@@ -142,6 +142,13 @@ def registry_options(required: bool) -> Callable[[Callable[..., Any]], Callable[
                 help="Credentials for a base image registry, as secret references (repeatable).",
             ),
             click.option(
+                "--secret-ttl",
+                type=click.FloatRange(0),
+                default=300.0,
+                show_default=True,
+                help="Seconds a secret value is kept before it is read from its source again.",
+            ),
+            click.option(
                 "--no-resolve-base",
                 is_flag=True,
                 help="Do not pin base images to their digests (offline use).",
@@ -194,6 +201,12 @@ def settings_from(
         credentials=credentials,
         entra=frozenset({target.host}) if acr_identity and target else frozenset(),
     )
+
+
+def pool_for(settings: RegistrySettings, secret_ttl: float) -> RegistryPool:
+    """Registries and the secret store their credentials come from (Key Vault, files, env)."""
+    store = SecretStore(secret_ttl, settings.credential_factory, settings.ca_file)
+    return RegistryPool(settings, store)
 
 
 def parse_target(registry: str, prefix: str) -> Target:
@@ -269,6 +282,7 @@ def plan_command(
     password: str | None,
     acr_identity: bool,
     base_auth: tuple[str, ...],
+    secret_ttl: float,
     no_resolve_base: bool,
     output: str,
 ) -> None:
@@ -282,7 +296,11 @@ def plan_command(
             target, ca_file, plain_http, username, password, acr_identity, base_auth
         )
         options = SyncOptions(resolve_bases=not no_resolve_base)
-        items = Sync(target, RegistryPool(settings), options).plan(found.load(target.prefix))
+        items = Sync(
+            target,
+            pool_for(settings, secret_ttl),
+            options,
+        ).plan(found.load(target.prefix))
     if output == "json":
         click.echo(redact(json.dumps([item_json(i) for i in items], indent=2)))
     else:
@@ -346,6 +364,7 @@ def sync_command(
     password: str | None,
     acr_identity: bool,
     base_auth: tuple[str, ...],
+    secret_ttl: float,
     no_resolve_base: bool,
     dry_run: bool,
     jobs: int | None,
@@ -378,7 +397,12 @@ def sync_command(
     if jobs:
         options.jobs = jobs
     reporter = Reporter(None if quiet else lambda line: click.echo(line, err=True))
-    sync = Sync(target, RegistryPool(settings), options, reporter)
+    sync = Sync(
+        target,
+        pool_for(settings, secret_ttl),
+        options,
+        reporter,
+    )
     try:
         results = sync.run(envs)
     finally:
@@ -472,6 +496,7 @@ def explain_command(
     password: str | None,
     acr_identity: bool,
     base_auth: tuple[str, ...],
+    secret_ttl: float,
     no_resolve_base: bool,
 ) -> None:
     """Say why ENV would be rebuilt: which hash inputs differ from its image in the registry."""
@@ -482,7 +507,11 @@ def explain_command(
     settings = settings_from(
         target, ca_file, plain_http, username, password, acr_identity, base_auth
     )
-    sync = Sync(target, RegistryPool(settings), SyncOptions(resolve_bases=not no_resolve_base))
+    sync = Sync(
+        target,
+        pool_for(settings, secret_ttl),
+        SyncOptions(resolve_bases=not no_resolve_base),
+    )
     item = sync.plan([found])[0]
     if item.action == "failed" or item.env.build is None or not item.hash:
         raise click.ClickException(item.error or "cannot be planned")
