@@ -13,7 +13,7 @@ from controller.adapters.builder import context_tar
 from controller.adapters.gitinfo import provenance, public_url
 from controller.adapters.redact import redact
 from controller.adapters.registry import is_loopback
-from controller.adapters.secrets import SecretError, SecretRef, SecretStore
+from controller.adapters.secrets import CredentialRefs, SecretError, SecretRef, SecretStore
 from controller.core.dockerfile import from_references, pin
 from controller.core.explain import differences
 from controller.core.hashing import content_hash, hash_input
@@ -213,3 +213,11 @@ def test_provenance_of_a_checkout_hides_credentials(tmp_path):
     assert found.revision == str(commit)
     assert found.source == "https://example.org/team/specs.git"
     assert public_url("git@github.com:team/specs.git") == "git@github.com:team/specs.git"
+
+
+def test_user_names_are_not_masked(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("U_NAME_X", "plainuser")
+    monkeypatch.setenv("U_PASS_X", "not-a-word-42")
+    refs = CredentialRefs(SecretRef.parse("env:U_NAME_X"), SecretRef.parse("env:U_PASS_X"))
+    assert refs.read(SecretStore()) == ("plainuser", "not-a-word-42")
+    assert redact("plainuser logs in with not-a-word-42") == "plainuser logs in with ***"

@@ -104,14 +104,16 @@ class SecretStore:
     _credential: TokenCredential | None = field(default=None, init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
-    def get(self, ref: SecretRef) -> str:
+    def get(self, ref: SecretRef, *, sensitive: bool = True) -> str:
+        """The value of `ref`; a sensitive value (not a user name) is registered for redaction."""
         now = time.monotonic()
         with self._lock:
             cached = self._cache.get(ref)
             if cached and now - cached[1] < self.ttl:
                 return cached[0]
         value = self._read(ref)
-        REDACTOR.add(value)
+        if sensitive:
+            REDACTOR.add(value)
         with self._lock:
             self._cache[ref] = (value, now)
             self.reads += 1
@@ -198,7 +200,8 @@ class CredentialRefs:
     password: SecretRef
 
     def read(self, store: SecretStore) -> tuple[str, str]:
-        return store.get(self.username), store.get(self.password)
+        # A user name is not a secret: masking it would hide ordinary words in every log line.
+        return store.get(self.username, sensitive=False), store.get(self.password)
 
     def forget(self, store: SecretStore) -> None:
         store.forget(self.username, self.password)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -11,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import docker
+import docker.errors
 import pytest
 
 from tests.canaries import record_output
@@ -21,9 +24,11 @@ from tests.integration.infra import (
     docker_engine,
     import_image,
     make_certs,
+    need,
     new_password,
     push,
 )
+from tests.integration.python_base import PYTHON_VERSION, cached, python_image
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -72,6 +77,23 @@ def private_bases(workdir: Path, certs: Certs, engine: docker.DockerClient) -> I
     engine.api.remove_image(reference)
     yield registry
     registry.stop()
+
+
+@pytest.fixture(scope="session")
+def python_base(
+    workdir: Path, engine: docker.DockerClient, public_bases: Registry
+) -> Iterator[str]:
+    """bookworm's Python pushed to the public base registry as base/python:3.11."""
+    if cached(engine) is None:
+        need(shutil.which("mmdebstrap") is not None, "mmdebstrap is not installed")
+    local = python_image(engine, workdir / "python-base")
+    reference = f"{public_bases.host}/base/python:{PYTHON_VERSION}"
+    engine.api.tag(local, reference.rsplit(":", 1)[0], PYTHON_VERSION)
+    push(engine, reference, None)
+    yield reference
+    # Only the tag goes (the registry it names is gone after the session); the cached image stays.
+    with contextlib.suppress(docker.errors.APIError):
+        engine.api.remove_image(reference, noprune=True)
 
 
 @dataclass

@@ -3,18 +3,22 @@ forwarder; the credentials never reach pip, its output, or any file."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import docker
 import pytest
 import requests
 
 from controller.adapters.indexproxy import IndexProxy
-from tests.canaries import record_output
+from tests.canaries import record_output, secret_file
+from tests.integration.conftest import Envship
 from tests.integration.infra import Certs
 from tests.integration.private_index import PrivateIndex
+from tests.integration.test_sync import write
 
 
 @pytest.fixture
@@ -75,3 +79,46 @@ def test_hosts_that_are_not_configured_are_not_forwarded(certs: Certs):
         assert "not a configured private index" in response.text
     finally:
         proxy.stop()
+
+
+def test_a_build_installs_from_the_private_index_and_the_image_holds_no_secret(
+    envship: Envship,
+    python_base: str,
+    index: PrivateIndex,
+    engine: docker.DockerClient,
+    tmp_path: Path,
+):
+    specs = write(
+        tmp_path / "specs",
+        {
+            "app/Dockerfile": (
+                f"FROM {python_base}\n"
+                "ARG PIP_EXTRA_INDEX_URL\n"
+                "ARG PIP_TRUSTED_HOST\n"
+                "RUN python3 -m pip install --no-cache-dir --break-system-packages "
+                '--index-url "$PIP_EXTRA_INDEX_URL" envship-private-demo\n'
+            )
+        },
+    )
+    password_file = secret_file(tmp_path / "index-password", index.password)
+    run = envship.sync(
+        specs,
+        "idx",
+        "--private-index",
+        index.url,
+        "--index-auth",
+        f"{index.host}=env:INDEX_USER,file:{password_file}",
+        env=envship.env(INDEX_USER=index.username),
+    )
+    assert run.actions() == {"app": "built"}, run.result.stdout + run.result.stderr
+    image = str(run.items["app"]["image"])
+    output = engine.containers.run(
+        image, ["python3", "-c", "import envship_private_demo as m; print(m.ANSWER)"], remove=True
+    )
+    assert output.decode().strip() == "42"
+    history = json.dumps(engine.api.history(image))
+    assert "127.0.0.1:17493" in history or "PIP_EXTRA_INDEX_URL" in history
+    assert index.password not in history
+    saved = b"".join(engine.api.get_image(image))  # every layer and the config
+    assert index.password.encode() not in saved
+    assert index.password not in run.result.stdout + run.result.stderr
