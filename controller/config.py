@@ -1,0 +1,177 @@
+"""The controller's configuration: one YAML file, every key overridable by an environment variable.
+
+`ENVSHIP_<SECTION>__<KEY>` overrides `section.key` (e.g. `ENVSHIP_REGISTRY__URL`,
+`ENVSHIP_INTERVALS__RECONCILE=30`). Credentials are secret references only
+(`keyvault://VAULT/NAME`, `file:PATH`, `env:NAME`); a literal is refused at startup without
+being repeated. Validation errors name the key and what is wrong.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+from controller.adapters.secrets import CredentialRefs, SecretError, SecretRef
+from controller.core.specs.common import DEFAULT_BASE_IMAGE
+
+
+class ConfigError(Exception):
+    """The configuration is invalid: fix it and restart."""
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+def reference(value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        SecretRef.parse(value)
+    except SecretError as exc:
+        raise ValueError(str(exc)) from None
+    return value
+
+
+class Credentials(Model):
+    username: str
+    password: str
+
+    _check_username = field_validator("username")(reference)
+    _check_password = field_validator("password")(reference)
+
+    def refs(self) -> CredentialRefs:
+        return CredentialRefs(SecretRef.parse(self.username), SecretRef.parse(self.password))
+
+
+class Git(Model):
+    url: str
+    ref: str = "main"
+    credentials: Credentials | None = None
+    ssh_key: str | None = Field(default=None, alias="sshKey")
+    ssh_user: str = Field(default="git", alias="sshUser")
+    cache_dir: Path = Field(default=Path("/var/cache/envship/git"), alias="cacheDir")
+
+    _check_key = field_validator("ssh_key")(reference)
+
+
+class Specs(Model):
+    root: str = ""
+    ignore: list[str] = []
+    prefix: str = "envship"
+    default_base_image: str = Field(default=DEFAULT_BASE_IMAGE, alias="defaultBaseImage")
+
+
+class Registry(Model):
+    url: str
+    ca_file: str | None = Field(default=None, alias="caFile")
+    plain_http: list[str] = Field(default=[], alias="plainHttp")
+    credentials: Credentials | None = None
+    acr_identity: bool = Field(default=False, alias="acrIdentity")
+    base_auth: dict[str, Credentials] = Field(default={}, alias="baseAuth")
+
+
+class Builds(Model):
+    jobs: int = Field(default=2, ge=1, le=64)
+    resolve_base: bool = Field(default=True, alias="resolveBase")
+    tags: list[str] = []
+    tag_version: bool = Field(default=False, alias="tagVersion")
+    private_indexes: list[str] = Field(default=[], alias="privateIndexes")
+    index_auth: dict[str, Credentials] = Field(default={}, alias="indexAuth")
+
+
+class Intervals(Model):
+    reconcile: float = Field(default=60.0, gt=0)
+    resync: float = Field(default=3600.0, gt=0)
+    jitter: float = Field(default=0.05, ge=0, le=0.5)
+    grace: float = Field(default=300.0, ge=0, description="SIGTERM: time running builds get")
+
+
+class Http(Model):
+    port: int = Field(default=8080, ge=1, le=65535)
+    max_body: int = Field(default=1024 * 1024, alias="maxBody", gt=0)
+
+
+class Webhooks(Model):
+    github: str | None = None
+    gitlab: str | None = None
+    azure_devops: Credentials | None = Field(default=None, alias="azureDevOps")
+    generic: str | None = None
+    trigger: str | None = None
+    """Bearer token of the manual trigger endpoint."""
+
+    _check = field_validator("github", "gitlab", "generic", "trigger")(reference)
+
+
+class Gc(Model):
+    enabled: bool = False
+    grace_period: float = Field(default=86400.0, alias="gracePeriod", ge=0)
+    dry_run: bool = Field(default=True, alias="dryRun")
+
+
+class Secrets(Model):
+    ttl: float = Field(default=300.0, ge=0)
+
+
+class Config(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="ENVSHIP_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        populate_by_name=True,
+    )
+
+    git: Git
+    specs: Specs = Specs()
+    registry: Registry
+    builds: Builds = Builds()
+    intervals: Intervals = Intervals()
+    http: Http = Http()
+    webhooks: Webhooks = Webhooks()
+    gc: Gc = Gc()
+    secrets: Secrets = Secrets()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # the environment wins over the file, which wins over the defaults
+        return (env_settings, init_settings)
+
+
+def load(path: str | Path) -> Config:
+    """Read and validate the configuration file, with environment overrides."""
+    try:
+        raw: Any = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot be read ({exc.strerror})") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: invalid YAML ({type(exc).__name__})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the configuration must be a mapping")
+    try:
+        return Config(**raw)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            where = ".".join(str(part) for part in error["loc"]) or "(top level)"
+            # never echo the input: it may be a secret pasted where a reference belongs
+            problems.append(f"{where}: {error['msg']}")
+        raise ConfigError(f"{path}: " + "; ".join(problems)) from None
+
+
+__all__ = ["Config", "ConfigError", "YamlConfigSettingsSource", "load"]
