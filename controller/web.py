@@ -1,0 +1,543 @@
+"""The controller's HTTP surface (aiohttp.web): webhooks, manual trigger, status, probes, metrics.
+
+- `POST /hooks/github`: `X-Hub-Signature-256` HMAC of the raw body (`ping`: 200, no reconcile)
+- `POST /hooks/gitlab`: `X-Gitlab-Token`
+- `POST /hooks/azure-devops`: HTTP Basic authentication
+- `POST /hooks/generic`: `X-Signature: sha256=<hex>` HMAC of the raw body
+- `POST /reconcile[?wait=SECONDS]`: manual trigger with `Authorization: Bearer <token>`; with
+  `wait`, waits for the reconcile that serves it and returns its outcome
+- `GET /status`: the status board's snapshot (JSON)
+- `GET /healthz`: liveness, 200 while the process serves; depends on nothing external
+- `GET /readyz`: 200 after the first reconcile; 503 before it and while stopping
+- `GET /metrics`: Prometheus text exposition
+
+Webhooks: 202 `{"ticket": N}` when verified and a reconcile was requested; 401 when the signature,
+token or credentials are missing, malformed or wrong (nothing is triggered); 413 over the body
+cap (Content-Length checked first, then the body is read with a hard limit); 415 for a
+compressed body (the signature covers the bytes sent, and a small compressed body can inflate);
+503 while stopping or when the secret cannot be read. The payload is never parsed: it only
+triggers a reconcile, which fetches from git itself. Requests coalesce in the controller, so a
+flood of hooks is one pending reconcile.
+
+Secrets are read through callables on every request, so a rotated secret is used at once; each
+value read is registered with the redactor. Every JSON body that goes out is redacted, no
+response or log line echoes a header, and metric labels are bounded and redacted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import threading
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, Protocol, TypeVar
+
+from aiohttp import web
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+from controller.adapters.redact import REDACTOR, redact
+from controller.webhooks import (
+    Verdict,
+    github_event,
+    verify_azure_devops,
+    verify_bearer,
+    verify_generic,
+    verify_github,
+    verify_gitlab,
+)
+
+log = logging.getLogger("envship.web")
+
+MAX_BODY = 1024 * 1024
+MAX_WAIT = 600.0
+"""The longest `POST /reconcile?wait=` honoured, in seconds."""
+MAX_WAITERS = 16
+"""Manual triggers waiting at once; more are answered 429 (and trigger nothing)."""
+LABEL_LIMIT = 200
+
+T = TypeVar("T")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+SecretSource = Callable[[], str | None]
+"""Returns the secret's current value (None or empty: not configured). Called per request."""
+
+
+class ControllerPort(Protocol):
+    """What the HTTP surface needs from the controller.
+
+    `ready` and `stopping` are read on the event loop and must only read flags; the other
+    methods are called from worker threads and may take locks (`wait_for` blocks)."""
+
+    def request_reconcile(self, reason: str) -> int:
+        """Ask for a reconcile; returns a ticket. Requests made while one runs coalesce into one
+        more reconcile, which serves all their tickets."""
+        ...
+
+    def wait_for(self, ticket: int, timeout: float) -> dict[str, Any] | None:
+        """Block until the reconcile serving `ticket` ends: its outcome, or None on timeout."""
+        ...
+
+    def status(self) -> dict[str, Any]:
+        """The status board's snapshot (`controller.status.StatusBoard.snapshot`)."""
+        ...
+
+    def ready(self) -> bool:
+        """True once the first reconcile has completed."""
+        ...
+
+    def stopping(self) -> bool:
+        """True once shutdown began: triggers are refused."""
+        ...
+
+
+@dataclass(frozen=True)
+class WebhookSecrets:
+    """Where each shared secret comes from (a provider without one refuses every request)."""
+
+    github: SecretSource | None = None
+    gitlab: SecretSource | None = None
+    azure_devops_username: SecretSource | None = None
+    azure_devops_password: SecretSource | None = None
+    generic: SecretSource | None = None
+    reconcile_token: SecretSource | None = None
+    """The bearer token of `POST /reconcile`."""
+
+
+class SecretUnavailable(Exception):
+    """A secret source failed (its value is never part of the message)."""
+
+
+# -- metrics -----------------------------------------------------------------------------------
+
+RECONCILE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+BUILD_BUCKETS = (1, 5, 10, 30, 60, 120, 300, 600, 900, 1200, 1800, 2700, 3600)
+
+
+def _label(value: object) -> str:
+    return redact("" if value is None else str(value))[:LABEL_LIMIT]
+
+
+class Metrics:
+    """envship's Prometheus metrics, on a registry of their own (nothing global)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.reconcile_duration = Histogram(
+            "envship_reconcile_duration_seconds",
+            "Time one reconcile took.",
+            buckets=RECONCILE_BUCKETS,
+            registry=r,
+        )
+        self.reconciles = Counter(
+            "envship_reconcile_total", "Reconciles by result.", ["result"], registry=r
+        )
+        self.build_duration = Histogram(
+            "envship_build_duration_seconds",
+            "Time one environment's build and push took.",
+            buckets=BUILD_BUCKETS,
+            registry=r,
+        )
+        self.builds = Counter(
+            "envship_builds_total", "Environment builds by outcome.", ["outcome"], registry=r
+        )
+        self.environment_info = Gauge(
+            "envship_environment_info",
+            "One series per environment, set to 1: its phase, revision and hash.",
+            ["name", "phase", "revision", "hash"],
+            registry=r,
+        )
+        self.git_requests = Counter(
+            "envship_git_requests_total",
+            "Requests to the git remote by kind.",
+            ["kind"],
+            registry=r,
+        )
+        self.registry_requests = Counter(
+            "envship_registry_requests_total",
+            "Requests to container registries by kind.",
+            ["kind"],
+            registry=r,
+        )
+        self.webhooks = Counter(
+            "envship_webhooks_total",
+            "Webhook requests by provider and result.",
+            ["provider", "result"],
+            registry=r,
+        )
+        self._info: dict[str, tuple[str, str, str, str]] = {}
+        self._lock = threading.Lock()
+
+    def observe_reconcile(self, seconds: float, result: str) -> None:
+        """One reconcile ended (`result`: e.g. success, failed, unchanged, stale)."""
+        self.reconcile_duration.observe(max(0.0, seconds))
+        self.reconciles.labels(result=_label(result)).inc()
+
+    def observe_build(self, outcome: str, seconds: float | None = None) -> None:
+        """One environment's build/copy ended (`outcome`: built, copied, failed, ...); its
+        duration is observed when given."""
+        self.builds.labels(outcome=_label(outcome)).inc()
+        if seconds is not None:
+            self.build_duration.observe(max(0.0, seconds))
+
+    def git_request(self, kind: str) -> None:
+        """One request to the git remote (`kind`: e.g. ls-remote, fetch, clone)."""
+        self.git_requests.labels(kind=_label(kind)).inc()
+
+    def registry_request(self, kind: str) -> None:
+        """One request to a registry (`kind`: e.g. head, labels, push, copy, tag)."""
+        self.registry_requests.labels(kind=_label(kind)).inc()
+
+    def webhook(self, provider: str, result: str) -> None:
+        self.webhooks.labels(provider=_label(provider), result=_label(result)).inc()
+
+    def set_environment(
+        self, name: str, *, phase: str, revision: str | None, hash: str | None
+    ) -> None:
+        """Set an environment's info series; its previous label set (if different) is removed."""
+        labels = (_label(name), _label(phase), _label(revision), _label(hash))
+        with self._lock:
+            self._set(name, labels)
+
+    def _set(self, name: str, labels: tuple[str, str, str, str]) -> None:
+        old = self._info.get(name)
+        if old == labels:
+            return
+        if old is not None:
+            self.environment_info.remove(*old)
+        self.environment_info.labels(*labels).set(1)
+        self._info[name] = labels
+
+    def remove_environment(self, name: str) -> None:
+        with self._lock:
+            old = self._info.pop(name, None)
+            if old is not None:
+                self.environment_info.remove(*old)
+
+    def set_environments(self, environments: Iterable[Mapping[str, Any]]) -> None:
+        """Make the info series exactly these environments (dicts as in a status snapshot:
+        name, phase, revision, hash); the series of environments not listed are removed."""
+        seen: set[str] = set()
+        with self._lock:
+            for env in environments:
+                name = str(env.get("name", ""))
+                if not name:
+                    continue
+                seen.add(name)
+                labels = (
+                    _label(name),
+                    _label(env.get("phase")),
+                    _label(env.get("revision")),
+                    _label(env.get("hash")),
+                )
+                self._set(name, labels)
+            for name in [n for n in self._info if n not in seen]:
+                self.environment_info.remove(*self._info.pop(name))
+
+    def exposition(self) -> bytes:
+        """The Prometheus text format (`CONTENT_TYPE`)."""
+        return generate_latest(self.registry)
+
+    CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+
+# -- the application ---------------------------------------------------------------------------
+
+
+def _redacted(value: Any) -> Any:
+    """A JSON-able structure with every string (keys included) redacted."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, Mapping):
+        return {redact(str(k)): _redacted(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_redacted(v) for v in value]
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    return redact(str(value))
+
+
+def _json(data: Mapping[str, Any], status: int = 200, **headers: str) -> web.Response:
+    response = web.json_response(_redacted(data), status=status)
+    response.headers["Cache-Control"] = "no-store"
+    for name, value in headers.items():
+        response.headers[name.replace("_", "-")] = value
+    return response
+
+
+def _read_secret(source: SecretSource | None) -> str | None:
+    if source is None:
+        return None
+    try:
+        value = source()
+    except Exception as exc:
+        raise SecretUnavailable(type(exc).__name__) from None
+    if value:
+        REDACTOR.add(value)
+    return value or None
+
+
+class _Server:
+    def __init__(
+        self,
+        controller: ControllerPort,
+        secrets: WebhookSecrets,
+        metrics: Metrics,
+        max_body: int,
+    ) -> None:
+        self.controller = controller
+        self.secrets = secrets
+        self.metrics = metrics
+        self.max_body = max_body
+        self.calls = ThreadPoolExecutor(max_workers=4, thread_name_prefix="envship-web")
+        self.waits = ThreadPoolExecutor(max_workers=MAX_WAITERS, thread_name_prefix="envship-wait")
+        self.waiting = 0
+
+    async def close(self, _app: web.Application) -> None:
+        self.calls.shutdown(wait=False, cancel_futures=True)
+        self.waits.shutdown(wait=False, cancel_futures=True)
+
+    async def _call(self, function: Callable[..., T], *args: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.calls, partial(function, *args))
+
+    def _stopping(self) -> bool:
+        try:
+            return bool(self.controller.stopping())
+        except Exception:
+            return True
+
+    # -- webhooks
+
+    async def _webhook(
+        self,
+        request: web.Request,
+        provider: str,
+        verify: Callable[[Mapping[str, str], bytes], Verdict],
+    ) -> web.Response:
+        if self._stopping():
+            self.metrics.webhook(provider, "stopping")
+            return _json({"error": "stopping"}, 503)
+        length = request.content_length
+        if length is not None and length > self.max_body:
+            return self._too_large(provider)
+        encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
+        if encoding not in ("", "identity"):
+            self.metrics.webhook(provider, "unsupported")
+            return _json({"error": "compressed bodies are not accepted"}, 415)
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            return self._too_large(provider)
+        if len(body) > self.max_body:
+            return self._too_large(provider)
+        try:
+            verdict = await self._call(verify, request.headers, body)
+        except SecretUnavailable as exc:
+            log.warning("%s webhook: its secret could not be read (%s)", provider, exc)
+            self.metrics.webhook(provider, "secret_error")
+            return _json({"error": "webhook secret unavailable"}, 503)
+        if not verdict.accepted:
+            log.info("%s webhook refused: %s", provider, verdict.reason)
+            self.metrics.webhook(provider, "rejected")
+            return _json({"error": "unauthorized", "reason": verdict.reason}, 401)
+        event = github_event(request.headers) if provider == "github" else None
+        if event == "ping":
+            self.metrics.webhook(provider, "ping")
+            return _json({"ok": True, "event": "ping"})
+        if self._stopping():
+            self.metrics.webhook(provider, "stopping")
+            return _json({"error": "stopping"}, 503)
+        reason = f"webhook {provider}" + (f" {event}" if event else "")
+        try:
+            ticket = await self._call(self.controller.request_reconcile, reason)
+        except Exception as exc:
+            log.warning("%s webhook: reconcile not requested: %s", provider, redact(str(exc)))
+            self.metrics.webhook(provider, "error")
+            return _json({"error": "reconcile could not be requested"}, 503)
+        self.metrics.webhook(provider, "accepted")
+        return _json({"ticket": ticket}, 202)
+
+    def _too_large(self, provider: str) -> web.Response:
+        self.metrics.webhook(provider, "too_large")
+        response = _json({"error": f"body over {self.max_body} bytes"}, 413)
+        response.force_close()
+        return response
+
+    async def github(self, request: web.Request) -> web.Response:
+        def verify(headers: Mapping[str, str], body: bytes) -> Verdict:
+            return verify_github(headers, body, _read_secret(self.secrets.github))
+
+        return await self._webhook(request, "github", verify)
+
+    async def gitlab(self, request: web.Request) -> web.Response:
+        def verify(headers: Mapping[str, str], _body: bytes) -> Verdict:
+            return verify_gitlab(headers, _read_secret(self.secrets.gitlab))
+
+        return await self._webhook(request, "gitlab", verify)
+
+    async def azure_devops(self, request: web.Request) -> web.Response:
+        def verify(headers: Mapping[str, str], _body: bytes) -> Verdict:
+            return verify_azure_devops(
+                headers,
+                _read_secret(self.secrets.azure_devops_username),
+                _read_secret(self.secrets.azure_devops_password),
+            )
+
+        return await self._webhook(request, "azure-devops", verify)
+
+    async def generic(self, request: web.Request) -> web.Response:
+        def verify(headers: Mapping[str, str], body: bytes) -> Verdict:
+            return verify_generic(headers, body, _read_secret(self.secrets.generic))
+
+        return await self._webhook(request, "generic", verify)
+
+    # -- manual trigger
+
+    def _verify_bearer(self, headers: Mapping[str, str]) -> Verdict:
+        return verify_bearer(headers, _read_secret(self.secrets.reconcile_token))
+
+    async def reconcile(self, request: web.Request) -> web.Response:
+        if self._stopping():
+            return _json({"error": "stopping"}, 503)
+        try:
+            verdict = await self._call(self._verify_bearer, request.headers)
+        except SecretUnavailable as exc:
+            log.warning("manual trigger: its token could not be read (%s)", exc)
+            return _json({"error": "token unavailable"}, 503)
+        if not verdict.accepted:
+            return _json(
+                {"error": "unauthorized", "reason": verdict.reason},
+                401,
+                WWW_Authenticate='Bearer realm="envship"',
+            )
+        wait = 0.0
+        if "wait" in request.query:
+            try:
+                wait = float(request.query["wait"])
+            except ValueError:
+                wait = math.nan
+            if not math.isfinite(wait) or wait < 0:
+                return _json({"error": "wait must be a number of seconds"}, 400)
+            wait = min(wait, MAX_WAIT)
+        if wait > 0 and self.waiting >= MAX_WAITERS:
+            return _json({"error": "too many requests are waiting"}, 429)
+        try:
+            ticket = await self._call(self.controller.request_reconcile, "manual")
+        except Exception as exc:
+            log.warning("manual trigger: reconcile not requested: %s", redact(str(exc)))
+            return _json({"error": "reconcile could not be requested"}, 503)
+        if wait <= 0:
+            return _json({"ticket": ticket, "done": False}, 202)
+        self.waiting += 1
+        try:
+            loop = asyncio.get_running_loop()
+            outcome = await loop.run_in_executor(self.waits, self.controller.wait_for, ticket, wait)
+        finally:
+            self.waiting -= 1
+        if outcome is None:
+            return _json({"ticket": ticket, "done": False, "outcome": None}, 202)
+        return _json({"ticket": ticket, "done": True, "outcome": outcome})
+
+    # -- reading
+
+    async def status(self, _request: web.Request) -> web.Response:
+        return _json(await self._call(self.controller.status))
+
+    async def healthz(self, _request: web.Request) -> web.Response:
+        return _json({"ok": True})
+
+    async def readyz(self, _request: web.Request) -> web.Response:
+        if self._stopping():
+            return _json({"ready": False, "reason": "stopping"}, 503)
+        try:
+            ready = bool(self.controller.ready())
+        except Exception:
+            ready = False
+        if not ready:
+            return _json({"ready": False, "reason": "waiting for the first reconcile"}, 503)
+        return _json({"ready": True})
+
+    async def metrics_text(self, _request: web.Request) -> web.Response:
+        def render() -> bytes:
+            try:
+                environments = self.controller.status().get("environments", [])
+            except Exception as exc:
+                log.warning("metrics: status not read: %s", redact(str(exc)))
+            else:
+                self.metrics.set_environments(environments)
+            return self.metrics.exposition()
+
+        body = await self._call(render)
+        return web.Response(
+            body=body, headers={"Content-Type": Metrics.CONTENT_TYPE, "Cache-Control": "no-store"}
+        )
+
+
+@web.middleware
+async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """An unexpected error is a bare 500: its text (which could hold anything) is only logged,
+    redacted."""
+    try:
+        return await handler(request)
+    except web.HTTPException:
+        raise
+    except Exception as exc:
+        log.error(
+            "%s %s failed: %s", request.method, request.path, redact(f"{type(exc).__name__}: {exc}")
+        )
+        return _json({"error": "internal error"}, 500)
+
+
+async def _security_headers(_request: web.Request, response: web.StreamResponse) -> None:
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+
+
+def make_app(
+    controller: ControllerPort,
+    *,
+    secrets: WebhookSecrets,
+    metrics: Metrics,
+    max_body: int = MAX_BODY,
+) -> web.Application:
+    """The controller's web application; serve it with `start_server` or aiohttp's runners."""
+    if max_body <= 0:
+        raise ValueError("max_body must be positive")
+    server = _Server(controller, secrets, metrics, max_body)
+    app = web.Application(client_max_size=max_body, middlewares=[_errors])
+    app.on_response_prepare.append(_security_headers)
+    app.on_cleanup.append(server.close)
+    app.add_routes(
+        [
+            web.post("/hooks/github", server.github),
+            web.post("/hooks/gitlab", server.gitlab),
+            web.post("/hooks/azure-devops", server.azure_devops),
+            web.post("/hooks/generic", server.generic),
+            web.post("/reconcile", server.reconcile),
+            web.get("/status", server.status),
+            web.get("/healthz", server.healthz),
+            web.get("/readyz", server.readyz),
+            web.get("/metrics", server.metrics_text),
+        ]
+    )
+    return app
+
+
+async def start_server(app: web.Application, *, host: str, port: int) -> web.AppRunner:
+    """Serve `app` on host:port (port 0: any free port, see `runner.addresses`); stop it with
+    `await runner.cleanup()`. The access log is off: the controller logs what matters itself."""
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    return runner
