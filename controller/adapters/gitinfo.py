@@ -5,8 +5,6 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-import pygit2
-
 _USERINFO = re.compile(r"^(?P<scheme>[a-z][a-z0-9+.-]*://)[^/@]*@", re.IGNORECASE)
 
 
@@ -23,6 +21,8 @@ def public_url(url: str) -> str:
 
 def provenance(path: str) -> Provenance:
     """The `origin` URL and HEAD commit of the repository holding `path`, when there is one."""
+    import pygit2  # noqa: PLC0415 - slow to import; only sync needs it
+
     found = pygit2.discover_repository(path)
     if not found:
         return Provenance(None, None)

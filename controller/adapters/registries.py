@@ -9,12 +9,13 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from azure.core.credentials import TokenCredential
-
-from controller.adapters.acr import AcrEntra
 from controller.adapters.registry import Anonymous, Authenticator, Basic, OciRegistry
 from controller.adapters.secrets import CredentialRefs, SecretStore, default_credential
+
+if TYPE_CHECKING:  # the Azure SDK is slow to import and most runs never sign in with Entra
+    from azure.core.credentials import TokenCredential
 
 
 def identity_credential(client_id: str) -> TokenCredential:
@@ -65,6 +66,8 @@ class RegistryPool:
             self._registries.pop(host, None)
 
     def authenticator(self, host: str) -> Authenticator:
+        from controller.adapters.acr import AcrEntra  # noqa: PLC0415 - see TYPE_CHECKING above
+
         settings = self.settings
         if host in self._identities:
             credential = settings.identity_factory(self._identities[host])

@@ -27,6 +27,7 @@ from typing import Any, Protocol, cast
 import requests
 from dxf import DXF, DXFBase
 from dxf.exceptions import DXFError, DXFMountFailed, DXFUnauthorizedError
+from requests.adapters import HTTPAdapter
 
 MANIFEST_TYPES = (
     "application/vnd.docker.distribution.manifest.v2+json",
@@ -36,6 +37,8 @@ MANIFEST_TYPES = (
 )
 ACCEPT = {"Accept": ", ".join(MANIFEST_TYPES)}
 DOCKER_HUB = "registry-1.docker.io"
+POOL_SIZE = 32
+"""Connections kept per registry: more than the 16 concurrent checks of a plan."""
 
 
 class RegistryError(Exception):
@@ -131,6 +134,7 @@ class OciRegistry:
     plain_http: bool | None = None
     """None: HTTPS, or plain HTTP for a loopback host that does not speak TLS."""
     timeout: float = 30.0
+    _base: DXFBase | None = field(default=None, init=False, repr=False)
     _clients: dict[str, DXF] = field(default_factory=dict, init=False, repr=False)
     _locks: dict[str, threading.Lock] = field(default_factory=dict, init=False, repr=False)
     _guard: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
@@ -169,20 +173,34 @@ class OciRegistry:
         except (OSError, ValueError):
             return True  # unreachable: let the real request report it
 
+    def _base_client(self, insecure: bool) -> DXFBase:
+        """One HTTP session (a connection pool) for every repository of this registry.
+
+        Called with `_guard` held.
+        """
+        if self._base is None:
+            base = DXFBase(
+                api_host(self.host),
+                auth=self.authenticator,
+                insecure=insecure,
+                tlsverify=self.ca_file if self.ca_file else True,
+                timeout=self.timeout,
+            )
+            base.__enter__()
+            session = base._sessions[0]
+            adapter = HTTPAdapter(pool_connections=4, pool_maxsize=POOL_SIZE)
+            session.mount("https://", adapter)
+            session.mount("http://", adapter)
+            self._base = base
+        return self._base
+
     def _client(self, repository: str) -> tuple[DXF, threading.Lock]:
         insecure = self._insecure()
         with self._guard:
             client = self._clients.get(repository)
             if client is None:
-                client = DXF(
-                    api_host(self.host),
-                    repository,
-                    auth=self.authenticator,
-                    insecure=insecure,
-                    tlsverify=self.ca_file if self.ca_file else True,
-                    timeout=self.timeout,
-                )
-                client.__enter__()  # one HTTP session per repository, kept open
+                # per repository: its own token scope, the registry's shared session
+                client = DXF.from_base(self._base_client(insecure), repository)
                 self._clients[repository] = client
                 self._locks[repository] = threading.Lock()
             return client, self._locks[repository]
@@ -197,9 +215,7 @@ class OciRegistry:
                 raise
             forget()
             with self._guard:
-                stale = self._clients.pop(repository, None)
-            if stale is not None:
-                stale.__exit__()
+                self._clients.pop(repository, None)
             return self._call_once(repository, what, action)
 
     def _call_once(self, repository: str, what: str, action: Callable[[DXF], Any]) -> Any:
@@ -345,6 +361,7 @@ class OciRegistry:
 
     def close(self) -> None:
         with self._guard:
-            for client in self._clients.values():
-                client.__exit__()
             self._clients.clear()
+            if self._base is not None:
+                self._base.__exit__()
+                self._base = None

@@ -23,11 +23,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-from azure.core.credentials import TokenCredential
+from typing import TYPE_CHECKING, Any
 
 from controller.adapters.redact import REDACTOR
+
+if TYPE_CHECKING:  # the Azure SDK is slow to import; only Key Vault references need it
+    from azure.core.credentials import TokenCredential
 
 KEY_VAULT_DOMAINS = (
     ".vault.azure.net",
