@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
+import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -557,6 +561,163 @@ def newest_image(sync: Sync, repository: str) -> tuple[str, dict[str, str]] | No
         return None
     _created, tag, labels = max(candidates)
     return tag, labels
+
+
+# -- the controller --------------------------------------------------------------------------
+
+
+@main.command("run")
+@click.option(
+    "--config",
+    "config_path",
+    required=True,
+    metavar="FILE",
+    help="The controller's configuration (YAML; ENVSHIP_<SECTION>__<KEY> overrides).",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default="info",
+    show_default=True,
+)
+def run_command(config_path: str, log_level: str) -> None:
+    """Run the controller: reconcile the registry with git continuously, serve webhooks,
+    status, probes and metrics over HTTP. SIGTERM stops it cleanly."""
+    from controller.config import ConfigError, load  # noqa: PLC0415 - pydantic is slow to import
+
+    try:
+        config = load(config_path)
+    except ConfigError as exc:
+        click.echo(f"envship: invalid configuration: {exc}", err=True)
+        sys.exit(2)
+    from controller import logs  # noqa: PLC0415
+    from controller.controller import from_config, webhook_secrets  # noqa: PLC0415
+    from controller.web import Metrics, make_app  # noqa: PLC0415
+
+    metrics = Metrics()
+    try:
+        controller, store = from_config(config, metrics=metrics)
+    except ValueError as exc:
+        click.echo(f"envship: invalid configuration: {config_path}: {redact(str(exc))}", err=True)
+        sys.exit(2)
+    logs.configure(log_level.upper())
+    app = make_app(
+        controller,
+        secrets=webhook_secrets(config, store),
+        metrics=metrics,
+        max_body=config.http.max_body,
+    )
+    try:
+        finished = asyncio.run(serve(controller, app, config.http.port, config.intervals.grace))
+    except OSError as exc:
+        logging.getLogger("envship").error(
+            "cannot serve on port %d: %s", config.http.port, exc.strerror or exc
+        )
+        sys.exit(1)
+    if not finished:
+        # A build still runs after the grace period: its worker threads would hold the exit.
+        logging.shutdown()
+        os._exit(0)
+
+
+async def serve(controller: Any, app: Any, port: int, grace: float) -> bool:
+    """Serve `app` until SIGTERM or SIGINT, then stop `controller` (readiness turns 503 at
+    once, triggers stop, a running reconcile gets `grace` seconds). True when it finished."""
+    from controller.web import start_server  # noqa: PLC0415
+
+    log = logging.getLogger("envship")
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    runner = await start_server(app, host="0.0.0.0", port=port)  # noqa: S104 - webhooks come from outside
+    log.info("serving HTTP on port %d", port)
+    controller.start()
+    await stop.wait()
+    log.info("stopping: triggers stopped, a running reconcile gets %.0f s", grace)
+    finished = bool(await loop.run_in_executor(None, controller.stop, grace))
+    await runner.cleanup()
+    log.info("stopped" if finished else "stopped with a reconcile still running")
+    return finished
+
+
+def short_revision(revision: str | None) -> str:
+    """`main@sha1:<40 hex>` -> `main@sha1:<12 hex>`."""
+    if not revision:
+        return "-"
+    head, sep, sha = revision.rpartition("sha1:")
+    return f"{head}{sep}{sha[:SHORT_HASH]}" if sep else revision
+
+
+def short_reference(image: str | None, digest: str | None) -> str:
+    if not image:
+        return "-"
+    return f"{image}@sha256:{short(digest)}" if digest else image
+
+
+def first_line(text: str | None, width: int = 100) -> str:
+    if not text:
+        return "-"
+    line = text.strip().splitlines()[0] if text.strip() else "-"
+    return line if len(line) <= width else line[: width - 3] + "..."
+
+
+def print_status(data: dict[str, Any]) -> None:
+    out = console()
+    stale = f"  STALE: {data.get('stale_reason')}" if data.get("stale") else ""
+    out.print(
+        f"revision {short_revision(data.get('revision'))}, "
+        f"last reconcile {data.get('last_reconcile') or 'never'}{stale}",
+        markup=False,
+    )
+    grid = table(("NAME", "PHASE", "REVISION", "IMAGE@DIGEST", "LAST ERROR"))
+    for env in data.get("environments", []):
+        grid.add_row(
+            str(env.get("name")),
+            str(env.get("phase")),
+            short_revision(env.get("revision")),
+            short_reference(env.get("image"), env.get("digest")),
+            first_line(env.get("last_error")),
+        )
+    out.print(grid)
+
+
+@main.command("status")
+@click.option(
+    "--url",
+    default="http://127.0.0.1:8080",
+    show_default=True,
+    help="Where the controller serves HTTP.",
+)
+@click.option("--output", "-o", type=click.Choice(["table", "json"]), default="table")
+def status_command(url: str, output: str) -> None:
+    """Show the controller's status: one row per environment."""
+    import requests  # noqa: PLC0415
+
+    try:
+        response = requests.get(url.rstrip("/") + "/status", timeout=10)
+        response.raise_for_status()
+        data = response.json()
+    except (requests.RequestException, ValueError) as exc:
+        reason = describe_http_error(exc)
+        click.echo(f"envship: the status could not be read from {url}: {reason}", err=True)
+        sys.exit(1)
+    if output == "json":
+        click.echo(redact(json.dumps(data, indent=2)))
+    else:
+        print_status(data)
+
+
+def describe_http_error(exc: Exception) -> str:
+    import requests  # noqa: PLC0415
+
+    if isinstance(exc, requests.HTTPError) and exc.response is not None:
+        return f"HTTP {exc.response.status_code}"
+    if isinstance(exc, requests.ConnectionError):
+        return "connection failed"
+    if isinstance(exc, requests.Timeout):
+        return "timed out"
+    return type(exc).__name__
 
 
 if __name__ == "__main__":  # pragma: no cover

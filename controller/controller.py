@@ -1,0 +1,715 @@
+"""The controller: reconcile the registry with git, one reconcile at a time, for ever.
+
+Triggers (the periodic and resync schedules, webhooks, the manual trigger, due retries) only
+*request* a reconcile (`request_reconcile` returns a ticket). One worker thread runs them one at
+a time; every request made while one runs is served by the single next one, so a flood of
+webhooks is one reconcile. `wait_for(ticket)` returns the outcome of the reconcile that served it.
+
+One reconcile:
+
+1. fetch the tracked ref (`GitSource.fetch`); if git cannot be reached the last known status is
+   kept and marked stale;
+2. if the revision is the one reconciled last, no full resync is due and no retry is due: done,
+   without reading a file or asking a registry anything;
+3. discover the environments on the git tree (no checkout);
+4. set aside environments that need nothing: refused specs (Stalled until their files change),
+   failed ones waiting out their backoff (unless their files changed), and Ready ones whose
+   files did not change (unless a full resync re-checks them);
+5. sync the rest (`Sync.run`: resolve bases, check the registry, build, push, copy) and record
+   each outcome on the status board: Ready, or Failed with exponential backoff. When the
+   registry cannot be reached at all, the last known status is kept and marked stale.
+
+A full resync (slower schedule) runs step 5 for every environment with fresh registry clients,
+so a deleted tag or a moved base image is noticed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+from controller.adapters.builder import DockerBuilder
+from controller.adapters.gitsource import (
+    GitSettings,
+    GitSource,
+    GitTree,
+    Revision,
+    folder_ids,
+    public_text,
+    unchanged,
+)
+from controller.adapters.redact import redact
+from controller.adapters.registries import RegistryPool, RegistrySettings
+from controller.adapters.secrets import CredentialRefs, SecretRef, SecretStore
+from controller.config import Config
+from controller.core.backoff import Backoff
+from controller.core.discovery import DiscoveryOptions, discover
+from controller.core.hashing import content_hash
+from controller.core.model import Environment
+from controller.core.naming import validate_prefix
+from controller.core.tree import SourceTree
+from controller.status import EnvStatus, Phase, StatusBoard, utc_iso
+from controller.sync import Reporter, Result, Sync, SyncOptions, Target
+from controller.web import Metrics, WebhookSecrets
+
+log = logging.getLogger("envship.controller")
+
+OUTCOMES_KEPT = 256
+"""Outcomes of past reconciles kept for `wait_for`."""
+REGISTRY_OUTAGE = "registry check failed"
+"""How `Sync.plan` words a registry that did not answer (see `controller.sync`)."""
+BUILD_WORDS = ("building ", "pulling ", "pushing ", "reusing ")
+"""Reporter lines that mean an environment's build has started."""
+STEP_WORDS = (*BUILD_WORDS, "pushed ", "failed: ", "copied ", "tagged ", "not tagged ")
+"""Reporter lines of envship's own steps (the others are the engine's output)."""
+LOG_TAIL = 20
+
+Key = tuple[str, ...]
+"""What an environment's status depends on in the source: equal keys, same files."""
+
+
+class Source(Protocol):
+    """Where specs come from (`GitSource`)."""
+
+    def fetch(self) -> Revision: ...
+
+    def tree(self, revision: Revision) -> SourceTree: ...
+
+
+class Runner(Protocol):
+    """Syncs environments with the registry (`SyncRunner`)."""
+
+    def run(
+        self, envs: Sequence[Environment], *, revision: str, fresh: bool, reporter: Reporter
+    ) -> list[Result]: ...
+
+    def close(self) -> None: ...
+
+
+class SyncRunner:
+    """One `Sync` per reconcile. Registry clients (and what they learnt) are kept between
+    reconciles; `fresh=True` (a full resync) starts from new ones, so nothing cached is trusted."""
+
+    def __init__(
+        self,
+        target: Target,
+        pool_factory: Callable[[], RegistryPool],
+        options: SyncOptions,
+        builder_factory: Callable[[], DockerBuilder] = DockerBuilder,
+    ) -> None:
+        self.target = target
+        self.pool_factory = pool_factory
+        self.options = options
+        self._builder_factory = builder_factory
+        self._builder: DockerBuilder | None = None
+        self._pool: RegistryPool | None = None
+        self.registry_requests = 0
+        """Requests the last run made to the target registry."""
+
+    def _shared_builder(self) -> DockerBuilder:
+        if self._builder is None:
+            self._builder = self._builder_factory()
+        return self._builder
+
+    def run(
+        self, envs: Sequence[Environment], *, revision: str, fresh: bool, reporter: Reporter
+    ) -> list[Result]:
+        if fresh or self._pool is None:
+            if self._pool is not None:
+                self._pool.close()
+            self._pool = self.pool_factory()
+        options = replace(self.options, revision=revision)
+        sync = Sync(self.target, self._pool, options, reporter, self._shared_builder)
+        before = sync.registry.requests_made
+        try:
+            return sync.run(envs)
+        finally:
+            self.registry_requests = sync.registry.requests_made - before
+            sync.close()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+
+
+@dataclass
+class _Retry:
+    attempts: int
+    at: float
+    """`clock()` time of the next attempt."""
+    key: Key
+
+
+class _BoardReporter(Reporter):
+    """Build progress: logged (JSON, per environment) and turning the environment Building."""
+
+    def __init__(self, controller: Controller, context: dict[str, Any]) -> None:
+        super().__init__()
+        self.controller = controller
+        self.context = context
+        self.started: set[str] = set()
+
+    def line(self, env: str, text: str) -> None:
+        # envship's own steps at info; the engine's build and push output at debug (the tail of
+        # a failed build is logged with its failure)
+        level = logging.INFO if text.startswith(STEP_WORDS) else logging.DEBUG
+        log.log(level, redact(text), extra={**self.context, "env": env})
+        if env not in self.started and text.startswith(BUILD_WORDS):
+            self.started.add(env)
+            with contextlib.suppress(KeyError):  # not on the board: nothing to show
+                self.controller.board.update(env, phase=Phase.BUILDING, last_error=None)
+
+    def note(self, text: str) -> None:
+        log.info(redact(text), extra=self.context)
+
+
+def change_key(tree: SourceTree, env: Environment) -> Key:
+    """What an environment's outcome depends on in the source: the object ids of its folder and
+    files in a git tree (equal ids, equal bytes), or its hash input elsewhere; and its error."""
+    error = str(env.error) if env.error is not None else ""
+    if isinstance(tree, GitTree):
+        paths = sorted({env.path, *env.files})
+        ids = folder_ids(tree, paths)
+        return (error, *(f"{path}={ids.get(path, '-')}" for path in paths))
+    return (error, content_hash(env.build) if env.build is not None else "")
+
+
+class Controller:
+    """Implements `controller.web.ControllerPort`. `start()` it, `stop(grace)` it."""
+
+    def __init__(
+        self,
+        source: Source,
+        runner: Runner,
+        discovery: DiscoveryOptions,
+        *,
+        board: StatusBoard | None = None,
+        metrics: Metrics | None = None,
+        backoff: Backoff | None = None,
+        reconcile_interval: float = 60.0,
+        resync_interval: float = 3600.0,
+        jitter: float = 0.05,
+        clock: Callable[[], float] = time.monotonic,
+        now: Callable[[], datetime] | None = None,
+        spread: Callable[[], float] = random.random,
+    ) -> None:
+        self.source = source
+        self.runner = runner
+        self.discovery = discovery
+        self.board = board or StatusBoard(clock=now)
+        self.metrics = metrics or Metrics()
+        self.backoff = backoff or Backoff()
+        self.reconcile_interval = reconcile_interval
+        self.resync_interval = resync_interval
+        self.jitter = jitter
+        self._clock = clock
+        self._now = now or (lambda: datetime.now(UTC))
+        self._spread = spread
+        # requests and outcomes (guarded by _cond)
+        self._cond = threading.Condition()
+        self._requested = 0
+        self._served = 0
+        self._reasons: dict[str, int] = {}
+        """Why the next reconcile was asked for: reason -> requests (bounded by the reasons)."""
+        self._full = False
+        self._outcomes: deque[tuple[int, int, dict[str, Any]]] = deque(maxlen=OUTCOMES_KEPT)
+        self._running = False
+        self._stopping = False
+        self._finished = False
+        self._reconciled_once = False
+        self._reconciles = 0
+        # reconcile state (the worker's alone)
+        self._revision: Revision | None = None
+        self._complete = False
+        """The last reconcile got through (not stale): an unchanged revision needs nothing."""
+        self._retries: dict[str, _Retry] = {}
+        self._stalled: dict[str, Key] = {}
+        self._ready: dict[str, Key] = {}
+        self._outages = 0
+        """Reconciles in a row that git or the registry cut short (their own backoff)."""
+        self._worker: threading.Thread | None = None
+        self._scheduler: Any = None
+
+    # -- ControllerPort ---------------------------------------------------------------------
+
+    def request_reconcile(self, reason: str, *, full: bool = False) -> int:
+        """Ask for a reconcile (`full`: a resync); returns its ticket. Never blocks on one."""
+        with self._cond:
+            if self._stopping:
+                raise RuntimeError("the controller is stopping")
+            self._requested += 1
+            self._reasons[reason] = self._reasons.get(reason, 0) + 1
+            self._full = self._full or full
+            self._cond.notify_all()
+            return self._requested
+
+    def wait_for(self, ticket: int, timeout: float) -> dict[str, Any] | None:
+        deadline = time.monotonic() + max(0.0, timeout)
+        with self._cond:
+            while True:
+                if ticket <= self._served:
+                    return self._outcome_of(ticket)
+                if ticket > self._requested or self._finished:
+                    return None
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return None
+                self._cond.wait(remaining)
+
+    def status(self) -> dict[str, Any]:
+        return self.board.snapshot()
+
+    def ready(self) -> bool:
+        return self._reconciled_once
+
+    def stopping(self) -> bool:
+        return self._stopping
+
+    # -- life -------------------------------------------------------------------------------
+
+    def start(self, *, schedule: bool = True) -> Controller:
+        """Start the worker, request the first reconcile and (with `schedule`) the triggers."""
+        self._worker = threading.Thread(target=self._work, name="envship-reconcile", daemon=True)
+        self._worker.start()
+        if schedule:
+            self._start_scheduler()
+        self.request_reconcile("startup")
+        return self
+
+    def _start_scheduler(self) -> None:
+        from apscheduler.schedulers.background import (  # type: ignore[import-untyped]  # noqa: PLC0415
+            BackgroundScheduler,
+        )
+
+        scheduler = BackgroundScheduler(timezone=UTC, job_defaults={"coalesce": True})
+        scheduler.add_job(
+            self._trigger,
+            "interval",
+            args=["periodic", False],
+            seconds=self.reconcile_interval,
+            jitter=self.reconcile_interval * self.jitter or None,
+            id="reconcile",
+            max_instances=1,
+        )
+        scheduler.add_job(
+            self._trigger,
+            "interval",
+            args=["resync", True],
+            seconds=self.resync_interval,
+            jitter=self.resync_interval * self.jitter or None,
+            id="resync",
+            max_instances=1,
+        )
+        scheduler.start()
+        self._scheduler = scheduler
+
+    def _trigger(self, reason: str, full: bool) -> None:
+        with contextlib.suppress(RuntimeError):  # stopping
+            self.request_reconcile(reason, full=full)
+
+    def _schedule_retry(self) -> None:
+        """A reconcile when the next backoff ends (the periodic one may be much later): after
+        an outage, the controller's own; else the earliest of the failed environments'."""
+        if self._outages:
+            wait = self.backoff.delay(self._outages, self._spread())
+        elif self._retries:
+            wait = max(0.0, min(r.at for r in self._retries.values()) - self._clock())
+        else:
+            return
+        scheduler = self._scheduler
+        if scheduler is None:
+            return
+        try:
+            scheduler.add_job(
+                self._trigger,
+                "date",
+                args=["retry", False],
+                run_date=datetime.now(UTC) + timedelta(seconds=wait + 0.01),
+                id="retry",
+                replace_existing=True,
+            )
+        except Exception as exc:  # the scheduler is shutting down
+            log.debug("retry not scheduled: %s", exc)
+
+    def stop(self, grace: float) -> bool:
+        """Stop the triggers, let a running reconcile finish within `grace` seconds. True when
+        nothing is left running."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        if self._scheduler is not None:
+            try:
+                self._scheduler.shutdown(wait=False)
+            except Exception as exc:
+                log.debug("scheduler shutdown: %s", exc)
+        worker = self._worker
+        if worker is not None:
+            worker.join(max(0.0, grace))
+            if worker.is_alive():
+                log.warning("a reconcile is still running after the %.0f s grace period", grace)
+                return False
+        with self._cond:
+            self._finished = True
+            self._cond.notify_all()
+        self.runner.close()
+        return True
+
+    # -- the worker -------------------------------------------------------------------------
+
+    def _work(self) -> None:
+        while True:
+            with self._cond:
+                while not self._stopping and self._requested <= self._served:
+                    self._cond.wait()
+                if self._stopping:
+                    break
+                first, last = self._served + 1, self._requested
+                reasons, self._reasons = self._reasons, {}
+                full, self._full = self._full, False
+                self._running = True
+                self._reconciles += 1
+                number = self._reconciles
+            outcome = self._guarded(number, reasons, full)
+            outcome["tickets"] = [first, last]
+            with self._cond:
+                self._served = last
+                self._outcomes.append((first, last, outcome))
+                self._running = False
+                self._reconciled_once = True
+                self._cond.notify_all()
+        with self._cond:
+            self._finished = True
+            self._cond.notify_all()
+
+    def _outcome_of(self, ticket: int) -> dict[str, Any]:
+        for first, last, outcome in self._outcomes:
+            if first <= ticket <= last:
+                return outcome
+        return {"result": "unknown", "error": "the outcome of this ticket is no longer kept"}
+
+    def _guarded(self, number: int, reasons: dict[str, int], full: bool) -> dict[str, Any]:
+        started = time.monotonic()
+        context: dict[str, Any] = {"reconcileID": number}
+        log.info(
+            "reconcile started (%s%s)",
+            ", ".join(sorted(reasons)),
+            ", full resync" * full,
+            extra=context,
+        )
+        try:
+            outcome = self._reconcile(context, full)
+        except Exception as exc:
+            log.exception("reconcile failed", extra=context)
+            self.board.mark_stale(f"internal error: {type(exc).__name__}")
+            self._complete = False
+            outcome = {"result": "error", "error": redact(f"{type(exc).__name__}: {exc}")}
+        seconds = time.monotonic() - started
+        outcome.update(reconcile=number, reasons=reasons, full=full, seconds=round(seconds, 3))
+        self._outages = self._outages + 1 if outcome["result"] in ("stale", "error") else 0
+        self._schedule_retry()
+        self.metrics.observe_reconcile(seconds, outcome["result"])
+        log.info(
+            "reconcile ended: %s in %.2f s",
+            outcome["result"],
+            seconds,
+            extra={**context, "error": outcome.get("error")},
+        )
+        return outcome
+
+    def _reconcile(self, context: dict[str, Any], full: bool) -> dict[str, Any]:
+        fetches = getattr(self.source, "fetches", None)
+        try:
+            revision = self.source.fetch()
+        except Exception as exc:
+            self.metrics.git_request("fetch")
+            return self._stale(public_text(f"git: {exc}"))
+        if fetches is None or getattr(self.source, "fetches", None) != fetches:
+            self.metrics.git_request("fetch")
+        label = revision.label
+        context["revision"] = label
+        now = self._clock()
+        due = any(r.at <= now for r in self._retries.values())
+        if self._complete and unchanged(self._revision, revision) and not full and not due:
+            self.board.reconciled(label)
+            return {"result": "unchanged", "revision": label}
+
+        tree = self.source.tree(revision)
+        try:
+            envs = discover(tree, self.discovery)
+        except ValueError as exc:  # RootError: the configured root is not in this revision
+            return self._stale(redact(f"specs: {exc}"), label)
+        keys = {env.name: change_key(tree, env) for env in envs}
+        for gone in self.board.retain(keys):
+            self.metrics.remove_environment(gone)
+        for state in (self._retries, self._stalled, self._ready):
+            for name in [n for n in state if n not in keys]:
+                del state[name]
+        todo, skipped = self._select(envs, keys, label, now, full, context)
+
+        results: list[Result] = []
+        if todo:
+            reporter = _BoardReporter(self, context)
+            try:
+                results = self.runner.run(
+                    todo, revision=revision.commit, fresh=full, reporter=reporter
+                )
+            finally:
+                requests = getattr(self.runner, "registry_requests", 0)
+                if requests:
+                    self.metrics.registry_requests.labels(kind="target").inc(requests)
+            outage = _registry_outage(results)
+            if outage is not None:
+                return self._stale(redact(f"registry: {outage}"), label)
+            for result in results:
+                self._record(result, keys.get(result.item.env.name, ()), label, context)
+
+        self._revision = revision
+        self._complete = True
+        self.board.reconciled(label)
+        actions: dict[str, int] = {}
+        for result in results:
+            actions[result.outcome] = actions.get(result.outcome, 0) + 1
+        failed = actions.get("failed", 0)
+        return {
+            "result": "failed" if failed else "success",
+            "revision": label,
+            "environments": len(envs),
+            "synced": len(todo),
+            "actions": actions,
+            "skipped": skipped,
+            "error": f"{failed} environment(s) failed" if failed else None,
+        }
+
+    def _stale(self, reason: str, revision: str | None = None) -> dict[str, Any]:
+        """Git or the registry could not be reached: keep the last status, flagged stale; the
+        next reconcile does everything again."""
+        self.board.mark_stale(reason)
+        self._complete = False
+        return {"result": "stale", "revision": revision, "error": reason}
+
+    def _select(
+        self,
+        envs: Sequence[Environment],
+        keys: dict[str, Key],
+        label: str,
+        now: float,
+        full: bool,
+        context: dict[str, Any],
+    ) -> tuple[list[Environment], dict[str, int]]:
+        """The environments to sync; the others are recorded at `label` as they are."""
+        todo: list[Environment] = []
+        skipped = {"stalled": 0, "waiting": 0, "unchanged": 0}
+        for env in envs:
+            key = keys[env.name]
+            current = self.board.get(env.name)
+            if current is None:
+                current = self.board.set(EnvStatus(env.name, env.path, env.kind))
+            elif (current.path, current.kind) != (env.path, env.kind):
+                current = self.board.update(env.name, path=env.path, kind=env.kind)
+            if env.error is not None:
+                skipped["stalled"] += 1
+                self._stall(env, key, label, context)
+                continue
+            self._stalled.pop(env.name, None)
+            retry = self._retries.get(env.name)
+            if retry is not None and retry.key == key and retry.at > now:
+                skipped["waiting"] += 1
+                self.board.update(env.name, revision=label)
+                continue
+            if not full and current.phase is Phase.READY and self._ready.get(env.name) == key:
+                skipped["unchanged"] += 1
+                self.board.update(env.name, revision=label)
+                continue
+            todo.append(env)
+        return todo, skipped
+
+    def _stall(self, env: Environment, key: Key, label: str, context: dict[str, Any]) -> None:
+        self._retries.pop(env.name, None)
+        self._ready.pop(env.name, None)
+        if self._stalled.get(env.name) != key:
+            log.warning(
+                "refused spec: not built until it changes",
+                extra={**context, "env": env.name, "error": str(env.error)},
+            )
+        self._stalled[env.name] = key
+        self.board.update(
+            env.name,
+            phase=Phase.STALLED,
+            last_error=str(env.error),
+            revision=label,
+            hash=None,
+            attempts=0,
+            next_retry=None,
+        )
+
+    def _record(self, result: Result, key: Key, label: str, context: dict[str, Any]) -> None:
+        item = result.item
+        name = item.env.name
+        extra = {**context, "env": name}
+        if result.outcome in ("built", "copied"):
+            self.metrics.observe_build(result.outcome, result.seconds)
+        elif result.outcome == "failed":
+            self.metrics.observe_build("failed", result.seconds or None)
+        if result.outcome in ("built", "copied", "up-to-date"):
+            self._retries.pop(name, None)
+            self._ready[name] = key
+            changes: dict[str, Any] = {
+                "phase": Phase.READY,
+                "hash": item.hash,
+                "image": item.image,
+                "digest": result.digest,
+                "revision": label,
+                "last_error": None,
+                "attempts": 0,
+                "next_retry": None,
+            }
+            if result.outcome != "up-to-date":
+                changes["build_seconds"] = round(result.seconds, 3)
+                log.info("%s %s@%s", result.outcome, item.image, result.digest, extra=extra)
+            self.board.update(name, **changes)
+            return
+        if result.outcome != "failed":  # a dry run's build/copy: nothing was done
+            self.board.update(name, phase=Phase.PENDING, hash=item.hash, revision=label)
+            return
+        self._ready.pop(name, None)
+        previous = self._retries.get(name)
+        attempts = (previous.attempts if previous is not None else 0) + 1
+        delay = self.backoff.delay(attempts, self._spread())
+        self._retries[name] = _Retry(attempts, self._clock() + delay, key)
+        error = result.error or "failed"
+        tail = "".join(f"\n  {line}" for line in result.log[-LOG_TAIL:])
+        log.warning(
+            "failed (attempt %d), retrying in %.0f s%s",
+            attempts,
+            delay,
+            f"; last output:{tail}" if tail else "",
+            extra={**extra, "error": error},
+        )
+        self.board.update(
+            name,
+            phase=Phase.FAILED,
+            hash=item.hash,
+            revision=label,
+            last_error=error,
+            attempts=attempts,
+            next_retry=utc_iso(self._now() + timedelta(seconds=delay)),
+        )
+
+
+def _registry_outage(results: Sequence[Result]) -> str | None:
+    """The registry did not answer for any environment: its error, else None."""
+    errors = [r.error or "" if r.outcome == "failed" else "" for r in results]
+    if errors and all(REGISTRY_OUTAGE in error for error in errors):
+        return errors[0].split(": ", 1)[-1]
+    return None
+
+
+# -- assembly from the configuration -----------------------------------------------------------
+
+
+def _reader(store: SecretStore, reference: str | None, *, sensitive: bool = True) -> Any:
+    if not reference:
+        return None
+    ref = SecretRef.parse(reference)
+    return lambda: store.get(ref, sensitive=sensitive)
+
+
+def webhook_secrets(config: Config, store: SecretStore) -> WebhookSecrets:
+    """Where each webhook secret is read from: the configured references, on every request."""
+    hooks = config.webhooks
+    ado = hooks.azure_devops
+    return WebhookSecrets(
+        github=_reader(store, hooks.github),
+        gitlab=_reader(store, hooks.gitlab),
+        azure_devops_username=_reader(store, ado.username if ado else None, sensitive=False),
+        azure_devops_password=_reader(store, ado.password if ado else None),
+        generic=_reader(store, hooks.generic),
+        reconcile_token=_reader(store, hooks.trigger),
+    )
+
+
+def registry_settings(config: Config, target: Target) -> RegistrySettings:
+    registry = config.registry
+    credentials: dict[str, CredentialRefs] = {
+        host: creds.refs() for host, creds in registry.base_auth.items()
+    }
+    if registry.credentials is not None:
+        credentials[target.host] = registry.credentials.refs()
+    return RegistrySettings(
+        ca_file=registry.ca_file,
+        plain_http=frozenset(registry.plain_http),
+        credentials=credentials,
+        entra=frozenset({target.host}) if registry.acr_identity else frozenset(),
+    )
+
+
+def from_config(
+    config: Config, *, metrics: Metrics | None = None
+) -> tuple[Controller, SecretStore]:
+    """The controller the configuration describes, and its secret store (nothing is started,
+    nothing is read yet). Raises ValueError for settings that cannot be used."""
+    target = Target.parse(config.registry.url, config.specs.prefix)
+    validate_prefix(target.prefix)
+    settings = registry_settings(config, target)
+    store = SecretStore(config.secrets.ttl, settings.credential_factory, settings.ca_file)
+    git = config.git
+    source = GitSource(
+        GitSettings(
+            url=git.url,
+            ref=git.ref,
+            cache_dir=git.cache_dir,
+            credentials=git.credentials.refs() if git.credentials else None,
+            ssh_key=SecretRef.parse(git.ssh_key) if git.ssh_key else None,
+            ssh_user=git.ssh_user,
+        ),
+        store,
+    )
+    builds = config.builds
+    options = SyncOptions(
+        jobs=builds.jobs,
+        resolve_bases=builds.resolve_base,
+        moving_tags=tuple(builds.tags),
+        tag_version=builds.tag_version,
+        source=source.settings.public_url,
+        private_indexes=tuple(builds.private_indexes),
+        index_credentials={host: c.refs() for host, c in builds.index_auth.items()},
+    )
+    runner = SyncRunner(target, lambda: RegistryPool(settings, store), options)
+    discovery = DiscoveryOptions(
+        root=config.specs.root,
+        ignore=tuple(config.specs.ignore),
+        prefix=target.prefix,
+        default_base_image=config.specs.default_base_image,
+    )
+    intervals = config.intervals
+    controller = Controller(
+        source,
+        runner,
+        discovery,
+        metrics=metrics,
+        reconcile_interval=intervals.reconcile,
+        resync_interval=intervals.resync,
+        jitter=intervals.jitter,
+    )
+    return controller, store
+
+
+__all__ = [
+    "Controller",
+    "Runner",
+    "Source",
+    "SyncRunner",
+    "change_key",
+    "from_config",
+    "registry_settings",
+    "webhook_secrets",
+]
