@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import os
@@ -60,15 +61,16 @@ def table(columns: Sequence[str]) -> Any:
     return grid
 
 
-@dataclass
+@dataclass(frozen=True)
 class Discovery:
-    path: str
+    """What the discovery options say; `load(path)` finds the environments under PATH."""
+
     root: str
     ignore: tuple[str, ...]
     prefix: str
     default_base_image: str
 
-    def load(self, prefix: str | None = None) -> list[Environment]:
+    def load(self, path: str, prefix: str | None = None) -> list[Environment]:
         prefix = self.prefix if prefix is None else prefix
         options = DiscoveryOptions(
             root=self.root,
@@ -78,7 +80,7 @@ class Discovery:
         )
         try:
             validate_prefix(prefix)
-            tree = FolderTree(self.path)
+            tree = FolderTree(path)
         except (ValueError, NotADirectoryError) as exc:
             raise click.UsageError(str(exc)) from None
         try:
@@ -86,6 +88,22 @@ class Discovery:
             return discover(tree, options, run_jobs=ForkedJobs(usable_cpus()))
         except RootError as exc:
             raise click.UsageError(str(exc)) from None
+
+
+def collapse(
+    names: Sequence[str], into: str, build: Callable[..., Any]
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Hand a command the options `names` as one object built by `build`, under `into`."""
+
+    def decorate(f: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(f)
+        def command(*args: Any, **kwargs: Any) -> Any:
+            kwargs[into] = build(**{name: kwargs.pop(name) for name in names})
+            return f(*args, **kwargs)
+
+        return command
+
+    return decorate
 
 
 def discovery_options(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -107,6 +125,7 @@ def discovery_options(f: Callable[..., Any]) -> Callable[..., Any]:
             help="Base image of the plain pip and conda forms.",
         ),
     ]
+    f = collapse(("root", "ignore", "prefix", "default_base_image"), "discovery", Discovery)(f)
     for option in reversed(options):
         f = option(f)
     return f
@@ -158,6 +177,7 @@ def registry_options(required: bool) -> Callable[[Callable[..., Any]], Callable[
                 help="Do not pin base images to their digests (offline use).",
             ),
         ]
+        f = collapse(REGISTRY_OPTIONS, "target", RegistryArgs)(f)
         for option in reversed(options):
             f = option(f)
         return f
@@ -180,46 +200,64 @@ def credential_map(entries: Sequence[str], option: str) -> dict[str, CredentialR
     return found
 
 
-def settings_from(
-    target: Target | None,
-    ca_file: str | None,
-    plain_http: Sequence[str],
-    username: str | None,
-    password: str | None,
-    acr_identity: bool,
-    base_auth: Sequence[str],
-) -> RegistrySettings:
-    credentials = credential_map(base_auth, "--base-auth")
-    try:
-        if target is not None and (username or password):
+REGISTRY_OPTIONS = (
+    "registry", "ca_file", "plain_http", "username", "password", "acr_identity", "base_auth",
+    "secret_ttl", "no_resolve_base",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class RegistryArgs:
+    """What the registry options say."""
+
+    registry: str | None
+    ca_file: str | None
+    plain_http: tuple[str, ...]
+    username: str | None
+    password: str | None
+    acr_identity: bool
+    base_auth: tuple[str, ...]
+    secret_ttl: float
+    no_resolve_base: bool
+
+    def target(self, prefix: str) -> Target:
+        if self.registry is None:
+            raise click.UsageError("--registry is required")
+        try:
+            target = Target.parse(self.registry, prefix)
+            validate_prefix(target.prefix)
+        except ValueError as exc:
+            raise click.UsageError(str(exc)) from None
+        return target
+
+    def settings(self, target: Target) -> RegistrySettings:
+        credentials = credential_map(self.base_auth, "--base-auth")
+        username, password = self.username, self.password
+        if username or password:
             if not (username and password):
                 raise click.UsageError("--username and --password go together")
-            credentials[target.host] = CredentialRefs(
-                SecretRef.parse(username), SecretRef.parse(password)
-            )
-    except SecretError as exc:
-        raise click.UsageError(str(exc)) from None
-    return RegistrySettings(
-        ca_file=ca_file,
-        plain_http=frozenset(plain_http),
-        credentials=credentials,
-        entra=frozenset({target.host}) if acr_identity and target else frozenset(),
-    )
+            try:
+                credentials[target.host] = CredentialRefs(
+                    SecretRef.parse(username), SecretRef.parse(password)
+                )
+            except SecretError as exc:
+                raise click.UsageError(str(exc)) from None
+        return RegistrySettings(
+            ca_file=self.ca_file,
+            plain_http=frozenset(self.plain_http),
+            credentials=credentials,
+            entra=frozenset({target.host}) if self.acr_identity else frozenset(),
+        )
 
-
-def pool_for(settings: RegistrySettings, secret_ttl: float) -> RegistryPool:
-    """Registries and the secret store their credentials come from (Key Vault, files, env)."""
-    store = SecretStore(secret_ttl, settings.credential_factory, settings.ca_file)
-    return RegistryPool(settings, store)
-
-
-def parse_target(registry: str, prefix: str) -> Target:
-    try:
-        target = Target.parse(registry, prefix)
-        validate_prefix(target.prefix)
-    except ValueError as exc:
-        raise click.UsageError(str(exc)) from None
-    return target
+    def sync(
+        self, target: Target, options: SyncOptions | None = None, reporter: Reporter | None = None
+    ) -> Sync:
+        """A sync against the target, with the secret store the credentials come from."""
+        settings = self.settings(target)
+        store = SecretStore(self.secret_ttl, settings.credential_factory, settings.ca_file)
+        options = options or SyncOptions()
+        options.resolve_bases = not self.no_resolve_base
+        return Sync(target, RegistryPool(settings, store), options, reporter)
 
 
 def short(content: str | None) -> str:
@@ -273,38 +311,13 @@ def main() -> None:
 @discovery_options
 @registry_options(required=False)
 @click.option("--output", "-o", type=click.Choice(["table", "json"]), default="table")
-def plan_command(
-    path: str,
-    root: str,
-    ignore: tuple[str, ...],
-    prefix: str,
-    default_base_image: str,
-    registry: str | None,
-    ca_file: str | None,
-    plain_http: tuple[str, ...],
-    username: str | None,
-    password: str | None,
-    acr_identity: bool,
-    base_auth: tuple[str, ...],
-    secret_ttl: float,
-    no_resolve_base: bool,
-    output: str,
-) -> None:
+def plan_command(path: str, discovery: Discovery, target: RegistryArgs, output: str) -> None:
     """List the environments in PATH with their hash, image and what a sync would do."""
-    found = Discovery(path, root, ignore, prefix, default_base_image)
-    if registry is None:
-        items = plan(found.load())
+    if target.registry is None:
+        items = plan(discovery.load(path))
     else:
-        target = parse_target(registry, prefix)
-        settings = settings_from(
-            target, ca_file, plain_http, username, password, acr_identity, base_auth
-        )
-        options = SyncOptions(resolve_bases=not no_resolve_base)
-        items = Sync(
-            target,
-            pool_for(settings, secret_ttl),
-            options,
-        ).plan(found.load(target.prefix))
+        where = target.target(discovery.prefix)
+        items = target.sync(where).plan(discovery.load(path, where.prefix))
     if output == "json":
         click.echo(redact(json.dumps([item_json(i) for i in items], indent=2)))
     else:
@@ -357,19 +370,8 @@ def result_json(result: Result) -> dict[str, Any]:
 @click.option("--output", "-o", type=click.Choice(["table", "json"]), default="table")
 def sync_command(
     path: str,
-    root: str,
-    ignore: tuple[str, ...],
-    prefix: str,
-    default_base_image: str,
-    registry: str,
-    ca_file: str | None,
-    plain_http: tuple[str, ...],
-    username: str | None,
-    password: str | None,
-    acr_identity: bool,
-    base_auth: tuple[str, ...],
-    secret_ttl: float,
-    no_resolve_base: bool,
+    discovery: Discovery,
+    target: RegistryArgs,
     dry_run: bool,
     jobs: int | None,
     moving_tags: tuple[str, ...],
@@ -382,15 +384,11 @@ def sync_command(
     output: str,
 ) -> None:
     """Build and push exactly the environments in PATH whose hash is not in the registry."""
-    target = parse_target(registry, prefix)
-    envs = Discovery(path, root, ignore, prefix, default_base_image).load(target.prefix)
-    settings = settings_from(
-        target, ca_file, plain_http, username, password, acr_identity, base_auth
-    )
+    where = target.target(discovery.prefix)
+    envs = discovery.load(path, where.prefix)
     found = provenance(path)
     options = SyncOptions(
         dry_run=dry_run,
-        resolve_bases=not no_resolve_base,
         moving_tags=moving_tags,
         tag_version=tag_version,
         source=source or found.source,
@@ -401,12 +399,7 @@ def sync_command(
     if jobs:
         options.jobs = jobs
     reporter = Reporter(None if quiet else lambda line: click.echo(line, err=True))
-    sync = Sync(
-        target,
-        pool_for(settings, secret_ttl),
-        options,
-        reporter,
-    )
+    sync = target.sync(where, options, reporter)
     try:
         results = sync.run(envs)
     finally:
@@ -460,11 +453,9 @@ def build_of(env: Environment) -> BuildSpec:
 @click.argument("env")
 @click.option("--path", "path", default=".", type=click.Path(exists=True, file_okay=False))
 @discovery_options
-def render_command(
-    env: str, path: str, root: str, ignore: tuple[str, ...], prefix: str, default_base_image: str
-) -> None:
+def render_command(env: str, path: str, discovery: Discovery) -> None:
     """Print the Dockerfile envship builds for ENV (a name or a path)."""
-    found = Discovery(path, root, ignore, prefix, default_base_image).load()
+    found = discovery.load(path)
     build = build_of(select(found, env))
     click.echo(render(build, content_hash(build)).dockerfile, nl=False)
 
@@ -473,11 +464,9 @@ def render_command(
 @click.argument("env")
 @click.option("--path", "path", default=".", type=click.Path(exists=True, file_okay=False))
 @discovery_options
-def hash_command(
-    env: str, path: str, root: str, ignore: tuple[str, ...], prefix: str, default_base_image: str
-) -> None:
+def hash_command(env: str, path: str, discovery: Discovery) -> None:
     """Print the content hash of ENV (a name or a path)."""
-    found = Discovery(path, root, ignore, prefix, default_base_image).load()
+    found = discovery.load(path)
     click.echo(content_hash(build_of(select(found, env))))
 
 
@@ -486,36 +475,11 @@ def hash_command(
 @click.option("--path", "path", default=".", type=click.Path(exists=True, file_okay=False))
 @discovery_options
 @registry_options(required=True)
-def explain_command(
-    env: str,
-    path: str,
-    root: str,
-    ignore: tuple[str, ...],
-    prefix: str,
-    default_base_image: str,
-    registry: str,
-    ca_file: str | None,
-    plain_http: tuple[str, ...],
-    username: str | None,
-    password: str | None,
-    acr_identity: bool,
-    base_auth: tuple[str, ...],
-    secret_ttl: float,
-    no_resolve_base: bool,
-) -> None:
+def explain_command(env: str, path: str, discovery: Discovery, target: RegistryArgs) -> None:
     """Say why ENV would be rebuilt: which hash inputs differ from its image in the registry."""
-    target = parse_target(registry, prefix)
-    found = select(
-        Discovery(path, root, ignore, prefix, default_base_image).load(target.prefix), env
-    )
-    settings = settings_from(
-        target, ca_file, plain_http, username, password, acr_identity, base_auth
-    )
-    sync = Sync(
-        target,
-        pool_for(settings, secret_ttl),
-        SyncOptions(resolve_bases=not no_resolve_base),
-    )
+    where = target.target(discovery.prefix)
+    found = select(discovery.load(path, where.prefix), env)
+    sync = target.sync(where)
     item = sync.plan([found])[0]
     if item.action == "failed" or item.env.build is None or not item.hash:
         raise click.ClickException(item.error or "cannot be planned")
@@ -530,7 +494,7 @@ def explain_command(
     except RegistryError as exc:
         raise click.ClickException(str(exc)) from None
     if previous is None:
-        click.echo(f"{found.name} has no image in {target.host}/{repository} yet: first build.")
+        click.echo(f"{found.name} has no image in {where.host}/{repository} yet: first build.")
         return
     tag, labels = previous
     try:
