@@ -490,6 +490,8 @@ class _Listing:
     blobs: dict[str, pygit2.Oid]
     children: tuple[tuple[str, pygit2.Oid], ...]
     """(path prefix, tree id) of the folders directly inside."""
+    folders: dict[str, pygit2.Oid]
+    """Tree id of every folder below, by path (no trailing slash)."""
 
 
 _Key = tuple[str, pygit2.Oid]
@@ -572,6 +574,12 @@ class GitTree:
         """The object id at `path` ('' is the root): a tree for a folder, a blob for a file."""
         if not path:
             return self.oid
+        listing = self._list()  # answers from the listing: a dict look-up, not a tree walk
+        found = listing.blobs.get(path) or listing.folders.get(path)
+        if found is not None:
+            return str(found)
+        if path not in listing.entries:  # not a file, folder or link of this tree
+            return None
         try:
             entry = self.root[path]
         except KeyError:
@@ -621,13 +629,15 @@ def _list_tree(
                 target = repository[item.id].read_raw().decode("utf-8", "surrogateescape")
                 entries[path] = Entry(path, "symlink", len(target), False, target)
             # _MODE_COMMIT (a submodule) and anything unknown: not files of this tree
-        to_merge.append((key, _Listing(entries, blobs, tuple(children))))
+        folders = {path.removesuffix("/"): oid for path, oid in children}
+        to_merge.append((key, _Listing(entries, blobs, tuple(children), folders)))
     # Parents were read before their children: merge in reverse, children first.
     for key, listing in reversed(to_merge):
         for child in listing.children:
             below = kept[child]
             listing.entries.update(below.entries)
             listing.blobs.update(below.blobs)
+            listing.folders.update(below.folders)
         kept[key] = listing
     return reused
 
