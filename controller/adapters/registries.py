@@ -43,6 +43,13 @@ class RegistrySettings:
     timeout: float = 30.0
 
 
+def entra_for(host: str, credential: TokenCredential, ca_file: str | None) -> Authenticator:
+    """ACR sign-in with Entra; the Azure SDK is imported only for registries that need it."""
+    from controller.adapters.acr import AcrEntra  # noqa: PLC0415 - see TYPE_CHECKING above
+
+    return AcrEntra(host, credential, ca_file=ca_file)
+
+
 class RegistryPool:
     def __init__(self, settings: RegistrySettings, secrets: SecretStore | None = None) -> None:
         self.settings = settings
@@ -66,16 +73,14 @@ class RegistryPool:
             self._registries.pop(host, None)
 
     def authenticator(self, host: str) -> Authenticator:
-        from controller.adapters.acr import AcrEntra  # noqa: PLC0415 - see TYPE_CHECKING above
-
         settings = self.settings
         if host in self._identities:
             credential = settings.identity_factory(self._identities[host])
-            return AcrEntra(host, credential, ca_file=settings.ca_file)
+            return entra_for(host, credential, settings.ca_file)
         if host in settings.entra:
             if self._credential is None:
                 self._credential = settings.credential_factory()
-            return AcrEntra(host, self._credential, ca_file=settings.ca_file)
+            return entra_for(host, self._credential, settings.ca_file)
         refs = settings.credentials.get(host)
         if refs is not None:
             store = self.secrets

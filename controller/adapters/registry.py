@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
 import socket
 import ssl
 import threading
@@ -97,6 +98,11 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(name).is_loopback
     except ValueError:
         return False
+
+
+def environ_ca_bundle() -> str | None:
+    """The CA bundle requests would take from the environment (it is told not to look)."""
+    return os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or None
 
 
 def api_host(host: str) -> str:
@@ -183,14 +189,22 @@ class OciRegistry:
                 api_host(self.host),
                 auth=self.authenticator,
                 insecure=insecure,
-                tlsverify=self.ca_file if self.ca_file else True,
+                tlsverify=self.ca_file or environ_ca_bundle() or True,
                 timeout=self.timeout,
             )
             base.__enter__()
             session = base._sessions[0]
-            adapter = HTTPAdapter(pool_connections=4, pool_maxsize=POOL_SIZE)
-            session.mount("https://", adapter)
-            session.mount("http://", adapter)
+            if isinstance(session, requests.Session):
+                # Proxies are read from the environment once, not on every request (that scan,
+                # with ~/.netrc, cost about a quarter of each check); the CA bundle is chosen
+                # below, `ca_file` or the environment's, as requests would.
+                session.trust_env = False
+                session.proxies = requests.utils.get_environ_proxies(
+                    f"https://{api_host(self.host)}/"
+                )
+                adapter = HTTPAdapter(pool_connections=4, pool_maxsize=POOL_SIZE)
+                session.mount("https://", adapter)
+                session.mount("http://", adapter)
             self._base = base
         return self._base
 
