@@ -527,6 +527,59 @@ def newest_image(sync: Sync, repository: str) -> tuple[str, dict[str, str]] | No
     return tag, labels
 
 
+@main.command("gc")
+@click.argument("path", default=".", type=click.Path(exists=True, file_okay=False))
+@discovery_options
+@registry_options(required=True)
+@click.option(
+    "--grace",
+    type=click.FloatRange(0),
+    default=86400.0,
+    show_default=True,
+    help="Seconds an image must be old before its tag may be deleted.",
+)
+@click.option("--dry-run", is_flag=True, help="List what would be deleted; delete nothing.")
+@click.option("--output", "-o", type=click.Choice(["table", "json"]), default="table")
+def gc_command(
+    path: str, discovery: Discovery, target: RegistryArgs, grace: float, dry_run: bool, output: str
+) -> None:
+    """Delete hash tags whose hash no environment in PATH has any more (after a grace period).
+
+    Moving tags (latest, versions) are never deleted and keep the image they point at. Run with
+    --dry-run first: it lists what would go.
+    """
+    where = target.target(discovery.prefix)
+    envs = discovery.load(path, where.prefix)
+    refused = [env for env in envs if env.error is not None]
+    if refused:
+        # A spec that cannot be read now may still own images: never collect on a partial view.
+        raise click.ClickException(
+            f"{len(refused)} environment(s) refused ({refused[0].error}); fix them before gc"
+        )
+    reporter = Reporter(lambda line: click.echo(line, err=True))
+    sync = target.sync(where, reporter=reporter)
+    try:
+        found = sync.garbage(envs, grace)
+    except (RegistryError, SecretError) as exc:
+        raise click.ClickException(redact(str(exc))) from None
+    errors = [] if dry_run else sync.delete(found)
+    rows = [
+        {"repository": i.repository, "tag": i.tag, "digest": i.digest, "deleted": not dry_run}
+        for i in found
+    ]
+    if output == "json":
+        click.echo(json.dumps(rows, indent=2))
+    else:
+        verb = "would delete" if dry_run else "deleted"
+        click.echo(f"{len(found)} tag(s) {verb}:")
+        for row in rows:
+            click.echo(f"  {row['repository']}:{row['tag']}  {short(str(row['digest']))}")
+    for error in errors:
+        click.echo(f"failed: {error}", err=True)
+    if errors:
+        sys.exit(1)
+
+
 # -- the controller --------------------------------------------------------------------------
 
 

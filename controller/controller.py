@@ -52,6 +52,7 @@ from controller.adapters.secrets import CredentialRefs, SecretRef, SecretStore
 from controller.config import Config
 from controller.core.backoff import Backoff
 from controller.core.discovery import DiscoveryOptions, discover
+from controller.core.gc import TagInfo
 from controller.core.hashing import content_hash
 from controller.core.model import Environment
 from controller.core.naming import validate_prefix
@@ -135,10 +136,35 @@ class SyncRunner:
             self.registry_requests = sync.registry.requests_made - before
             sync.close()
 
+    def collect_garbage(
+        self, envs: Sequence[Environment], *, grace: float, dry_run: bool, reporter: Reporter
+    ) -> list[TagInfo]:
+        """Hash tags no environment at the head has any more (see `controller.core.gc`);
+        deleted unless `dry_run`. Uses fresh registry clients: nothing cached is trusted."""
+        pool = self.pool_factory()
+        sync = Sync(self.target, pool, self.options, reporter, self._shared_builder)
+        try:
+            found = sync.garbage(envs, grace)
+            if not dry_run:
+                for error in sync.delete(found):
+                    log.warning("gc: %s", error)
+            return found
+        finally:
+            sync.close()
+            pool.close()
+
     def close(self) -> None:
         if self._pool is not None:
             self._pool.close()
             self._pool = None
+
+
+@dataclass(frozen=True)
+class GcPolicy:
+    """Delete hash tags whose hash left git, `grace` seconds after their image was built."""
+
+    grace: float
+    dry_run: bool = True
 
 
 @dataclass
@@ -201,7 +227,9 @@ class Controller:
         clock: Callable[[], float] = time.monotonic,
         now: Callable[[], datetime] | None = None,
         spread: Callable[[], float] = random.random,
+        gc: GcPolicy | None = None,
     ) -> None:
+        self.gc = gc
         self.source = source
         self.runner = runner
         self.discovery = discovery
@@ -479,6 +507,8 @@ class Controller:
         for result in results:
             actions[result.outcome] = actions.get(result.outcome, 0) + 1
         failed = actions.get("failed", 0)
+        if full and not failed and not any(env.error for env in envs):
+            self._collect_garbage(envs, context)
         return {
             "result": "failed" if failed else "success",
             "revision": label,
@@ -488,6 +518,29 @@ class Controller:
             "skipped": skipped,
             "error": f"{failed} environment(s) failed" if failed else None,
         }
+
+    def _collect_garbage(self, envs: Sequence[Environment], context: dict[str, Any]) -> None:
+        """On a full resync that saw every environment: remove tags whose hash left git.
+
+        Off unless configured; with `dry_run` it only logs what it would delete. Never after a
+        reconcile with refused or failed environments: their live hashes are not all known.
+        """
+        collect = getattr(self.runner, "collect_garbage", None)
+        if self.gc is None or collect is None:
+            return
+        try:
+            found = collect(
+                envs,
+                grace=self.gc.grace,
+                dry_run=self.gc.dry_run,
+                reporter=_BoardReporter(self, context),
+            )
+        except Exception as exc:
+            log.warning("gc skipped: %s", redact(str(exc)), extra=context)
+            return
+        verb = "would delete" if self.gc.dry_run else "deleted"
+        for info in found:
+            log.info("gc: %s %s:%s", verb, info.repository, info.tag, extra=context)
 
     def _stale(self, reason: str, revision: str | None = None) -> dict[str, Any]:
         """Git or the registry could not be reached: keep the last status, flagged stale; the
@@ -699,12 +752,14 @@ def from_config(
         reconcile_interval=intervals.reconcile,
         resync_interval=intervals.resync,
         jitter=intervals.jitter,
+        gc=GcPolicy(config.gc.grace_period, config.gc.dry_run) if config.gc.enabled else None,
     )
     return controller, store
 
 
 __all__ = [
     "Controller",
+    "GcPolicy",
     "Runner",
     "Source",
     "SyncRunner",

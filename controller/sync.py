@@ -28,6 +28,7 @@ from controller.adapters.redact import redact
 from controller.adapters.registries import RegistryPool
 from controller.adapters.registry import RegistryError
 from controller.adapters.secrets import CredentialRefs, SecretError
+from controller.core.gc import HASH_TAG, TagInfo, garbage
 from controller.core.hashing import content_hash
 from controller.core.model import Environment, base_references
 from controller.core.naming import split_reference, tag_for
@@ -392,3 +393,48 @@ class Sync:
                 except FAILURES as exc:
                     result.outcome = "failed"
                     result.error = redact(f"image pushed, but moving tag {tag!r} failed: {exc}")
+
+    # -- garbage collection -----------------------------------------------------------------
+
+    def garbage(self, envs: Sequence[Environment], grace: float) -> list[TagInfo]:
+        """Hash tags under the target prefix whose hash no live environment has, older than
+        `grace` seconds and not protected by a moving tag."""
+        resolved, failures = self.resolve_bases(envs)
+        if failures:
+            path, why = next(iter(failures.items()))
+            # Its hash, and so which of its images are live, is unknown: collect nothing.
+            raise RegistryError(f"{path}: {why}; not collecting garbage")
+        live = [content_hash(env.build) for env in resolved if env.ok and env.build]
+        in_use = [env.repository for env in resolved if env.repository]
+        tags: list[TagInfo] = []
+        for repository in self.registry.repositories(self.target.prefix):
+            for tag in self.registry.tags(repository):
+                digest = self.registry.digest(repository, tag, refresh=True)
+                if digest is None:
+                    continue
+                created = None
+                if HASH_TAG.fullmatch(tag):
+                    labels = self.registry.labels(repository, tag) or {}
+                    created = parse_created(labels.get("org.opencontainers.image.created"))
+                tags.append(TagInfo(repository, tag, digest, created))
+        return garbage(tags, live, now=time.time(), grace=grace, live_repositories=in_use)
+
+    def delete(self, found: Sequence[TagInfo]) -> list[str]:
+        """Delete what `garbage` found; returns the errors (each leaves that tag alone)."""
+        errors = []
+        for info in found:
+            try:
+                self.registry.delete(info.repository, info.digest)
+                self.reporter.line(info.repository, f"deleted {info.tag} ({info.digest})")
+            except FAILURES as exc:
+                errors.append(redact(f"{info.repository}:{info.tag}: {exc}"))
+        return errors
+
+
+def parse_created(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
+    except ValueError:
+        return None

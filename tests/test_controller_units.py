@@ -27,7 +27,7 @@ from controller.adapters.gitsource import GitSettings, GitSource, GitSourceError
 from controller.adapters.redact import REDACTOR
 from controller.adapters.secrets import SecretStore
 from controller.cli import main
-from controller.controller import Controller
+from controller.controller import Controller, GcPolicy
 from controller.core.backoff import Backoff
 from controller.core.discovery import DiscoveryOptions
 from controller.core.hashing import content_hash
@@ -624,3 +624,35 @@ def test_an_outage_schedules_a_retry_with_backoff(rig: Rig):
         time.sleep(0.05)
     assert rig.runner.calls == [(["a", "b"], False)]
     assert not controller.status()["stale"]
+
+
+def test_garbage_is_collected_only_on_a_clean_full_resync_when_configured(rig: Rig):
+    collected: list[tuple[list[str], float, bool]] = []
+
+    def collect_garbage(
+        envs: Sequence[Environment], *, grace: float, dry_run: bool, reporter: Reporter
+    ) -> list[object]:
+        collected.append((sorted(e.name for e in envs), grace, dry_run))
+        return []
+
+    rig.runner.collect_garbage = collect_garbage  # type: ignore[attr-defined]
+    off = rig.started()
+    reconcile(off, full=True)
+    assert collected == []  # not configured: never
+    off.stop(5)
+
+    on = rig.started(gc=GcPolicy(grace=3600, dry_run=True))
+    reconcile(on, full=True)
+    assert collected == []  # a refused spec: which images it owns is unknown, no gc
+    valid = '{"name": "bad", "python": {"userManagedDependencies": true}, '
+    valid += '"docker": {"baseImage": "busybox:1"}}'
+    rig.commit({"envs/bad/azureml_environment.json": valid})
+    reconcile(on)
+    assert collected == []  # not a full resync
+    reconcile(on, full=True)
+    assert len(collected) == 1
+    assert collected[0][1:] == (3600, True)
+    rig.runner.failing.add(collected[0][0][0])
+    rig.commit({"envs/" + collected[0][0][0] + "/Dockerfile": "FROM busybox\nRUN echo x\n"})
+    reconcile(on, full=True)
+    assert len(collected) == 1  # a failed environment: its live hash is uncertain, no gc

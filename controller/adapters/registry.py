@@ -152,10 +152,13 @@ class OciRegistry:
 
     def _insecure(self) -> bool:
         with self._guard:
-            if not self._scheme_checked:
-                if self.plain_http is None:
-                    self.plain_http = is_loopback(self.host) and not self._speaks_tls()
-                self._scheme_checked = True
+            return self._insecure_locked()
+
+    def _insecure_locked(self) -> bool:
+        if not self._scheme_checked:
+            if self.plain_http is None:
+                self.plain_http = is_loopback(self.host) and not self._speaks_tls()
+            self._scheme_checked = True
         return bool(self.plain_http)
 
     def _speaks_tls(self) -> bool:
@@ -330,7 +333,31 @@ class OciRegistry:
         result: list[str] = self._call(repository, "tag list", list_tags)
         return result
 
+    def repositories(self, prefix: str) -> list[str]:
+        """Repositories under `prefix/` (the registry's catalog, page by page)."""
+        with self._guard:
+            base = self._base_client(self._insecure_locked())
+        with self._guard:
+            self.requests_made += 1
+        try:
+            names = list(base.list_repos(batch_size=1000, iterate=True))
+        except (requests.RequestException, DXFError, OSError) as exc:
+            raise RegistryError(f"{self.host}: catalog read failed: {describe(exc)}") from None
+        start = f"{prefix}/" if prefix else ""
+        return sorted(name for name in names if name.startswith(start))
+
     # -- changes ----------------------------------------------------------------------------
+
+    def delete(self, repository: str, digest: str) -> None:
+        """Delete a manifest (and so every tag on it) by digest."""
+
+        def remove(client: DXF) -> None:
+            client._request("delete", "manifests/" + digest)
+
+        self._call(repository, "manifest delete", remove)
+        with self._guard:
+            for key in [k for k, v in self._exists.items() if k[0] == repository and v == digest]:
+                self._exists[key] = None
 
     def put_manifest(self, repository: str, tag: str, info: ImageInfo) -> str:
         def put(client: DXF) -> str:
