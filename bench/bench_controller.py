@@ -88,7 +88,7 @@ GIT_ENV = {
 }
 
 sys.path.insert(0, str(HERE))
-
+from report import cpu_model, memory, write_docs  # noqa: E402
 
 # -- helpers shared by both processes ------------------------------------------------------------
 
@@ -644,22 +644,6 @@ def inner(scratch: Path, host: str, count: int, profile: bool) -> dict[str, Any]
 # -- report ----------------------------------------------------------------------------------
 
 
-def cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
-
-
-def memory() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                return f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
-    return "unknown"
-
-
 def ms(seconds: float) -> str:
     return f"{seconds * 1000:.1f} ms"
 
@@ -810,19 +794,6 @@ python bench/bench_controller.py --write-docs
 """
 
 
-def write_docs(text: str) -> None:
-    """Replace the section (up to the next `## ` heading) or append it."""
-    current = DOCS.read_text(encoding="utf-8")
-    start = current.find(SECTION + "\n")
-    if start < 0:
-        new = current.rstrip("\n") + "\n\n" + text
-    else:
-        end = current.find("\n## ", start + len(SECTION))
-        tail = current[end + 1 :] if end >= 0 else ""
-        new = current[:start] + text + ("\n" + tail if tail else "")
-    DOCS.write_text(new, encoding="utf-8")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=COUNT)
@@ -880,7 +851,7 @@ def main(argv: list[str] | None = None) -> int:
     text = section(result, info)
     print(text)
     if args.write_docs:
-        write_docs(text)
+        write_docs(DOCS, SECTION, text)
         print(f"wrote {DOCS.relative_to(REPO)}", file=sys.stderr)
     return 0
 

@@ -58,6 +58,7 @@ BUSY_LOAD = 0.5
 
 sys.path.insert(0, str(HERE))
 from generate import FORMS, ROOT, generate  # noqa: E402
+from report import cpu_model, memory, write_docs  # noqa: E402
 
 
 @dataclass
@@ -176,26 +177,6 @@ def measure(count: int, scratch: Path) -> Result:
     )
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def memory() -> str:
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                return f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
-    except OSError:
-        pass
-    return "unknown"
-
-
 def load_average() -> float:
     return os.getloadavg()[0]
 
@@ -294,20 +275,6 @@ To look at the generated specs: `python bench/generate.py OUT_DIR --count 1000`.
 """
 
 
-def write_docs(text: str) -> None:
-    """Replace the section (up to the next `## ` heading) or append it."""
-    current = DOCS.read_text(encoding="utf-8") if DOCS.exists() else "# Benchmarks\n"
-    start = current.find(SECTION + "\n")
-    if start < 0:
-        new = current.rstrip("\n") + "\n\n" + text
-    else:
-        end = current.find("\n## ", start + len(SECTION))
-        tail = current[end + 1 :] if end >= 0 else ""
-        new = current[:start] + text + ("\n" + tail if tail else "")
-    DOCS.parent.mkdir(parents=True, exist_ok=True)
-    DOCS.write_text(new, encoding="utf-8")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--write-docs", action="store_true", help=f"rewrite {SECTION!r}")
@@ -336,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
     print(verdict(results))
     print("; ".join(f"{k}: {v}" for k, v in info.items()))
     if args.write_docs:
-        write_docs(section(results, info))
+        write_docs(DOCS, SECTION, section(results, info))
         print(f"wrote {DOCS.relative_to(REPO)}")
     return 0
 

@@ -61,6 +61,9 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 DOCS = REPO / "docs" / "benchmarks.md"
 SECTION = "## Sync against a registry"
+sys.path.insert(0, str(HERE))
+from report import cpu_model, memory, write_docs  # noqa: E402
+
 STEPS = ("discovery", "checks", "provenance", "authenticator")
 """The steps of a sync `probe` times apart."""
 PLAN_COUNT = 1000
@@ -708,22 +711,6 @@ def measure(scratch: Path, plan_count: int, sync_count: int, jobs: int | None) -
 # -- reporting ---------------------------------------------------------------------------------
 
 
-def cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
-
-
-def memory() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                return f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
-    return "unknown"
-
-
 def versions() -> dict[str, str]:
     import docker  # noqa: PLC0415 - see the top
 
@@ -992,20 +979,6 @@ def estimate(r: Results) -> int:
     return max(1, round(total / 60 + 1))
 
 
-def write_docs(text: str) -> None:
-    """Replace the section (up to the next `## ` heading) or append it."""
-    current = DOCS.read_text(encoding="utf-8") if DOCS.exists() else "# Benchmarks\n"
-    start = current.find(SECTION + "\n")
-    if start < 0:
-        new = current.rstrip("\n") + "\n\n" + text
-    else:
-        end = current.find("\n## ", start + len(SECTION))
-        tail = current[end + 1 :] if end >= 0 else ""
-        new = current[:start] + text + ("\n" + tail if tail else "")
-    DOCS.parent.mkdir(parents=True, exist_ok=True)
-    DOCS.write_text(new, encoding="utf-8")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--write-docs", action="store_true", help=f"rewrite {SECTION!r}")
@@ -1039,7 +1012,7 @@ def main(argv: list[str] | None = None) -> int:
         saved = {"results": dataclasses.asdict(results), "machine": info}
         Path(args.save).write_text(json.dumps(saved, indent=2))
     if args.write_docs:
-        write_docs(section(results, info))
+        write_docs(DOCS, SECTION, section(results, info))
         print(f"wrote {DOCS.relative_to(REPO)}")
     return 0
 

@@ -185,6 +185,66 @@ def registry_options(required: bool) -> Callable[[Callable[..., Any]], Callable[
     return decorate
 
 
+BUILD_OPTIONS = ("jobs", "moving_tags", "tag_version", "private_indexes", "index_auth")
+
+
+@dataclass(frozen=True)
+class BuildArgs:
+    """What the build options say (sync and watch)."""
+
+    jobs: int | None
+    moving_tags: tuple[str, ...]
+    tag_version: bool
+    private_indexes: tuple[str, ...]
+    index_auth: tuple[str, ...]
+
+    def options(self, **more: Any) -> SyncOptions:
+        options = SyncOptions(
+            moving_tags=self.moving_tags,
+            tag_version=self.tag_version,
+            private_indexes=self.private_indexes,
+            index_credentials=credential_map(self.index_auth, "--index-auth"),
+            **more,
+        )
+        if self.jobs:
+            options.jobs = self.jobs
+        return options
+
+
+def build_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    options = [
+        click.option(
+            "--jobs", "-j", type=click.IntRange(1, 64), help="Builds in parallel (default: CPUs/2)."
+        ),
+        click.option(
+            "--tag",
+            "moving_tags",
+            multiple=True,
+            help="Moving tag to update after a push, e.g. latest.",
+        ),
+        click.option(
+            "--tag-version", is_flag=True, help="Also tag each image with its spec's version."
+        ),
+        click.option(
+            "--private-index",
+            "private_indexes",
+            multiple=True,
+            metavar="URL",
+            help="A private package index served to builds as PIP_EXTRA_INDEX_URL (repeatable).",
+        ),
+        click.option(
+            "--index-auth",
+            multiple=True,
+            metavar="HOST=USER_REF,PASS_REF",
+            help="Credentials of a private index host, as secret references (repeatable).",
+        ),
+    ]
+    f = collapse(BUILD_OPTIONS, "build", BuildArgs)(f)
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
 def credential_map(entries: Sequence[str], option: str) -> dict[str, CredentialRefs]:
     """`HOST=USER_REF,PASS_REF` entries -> host: references."""
     found: dict[str, CredentialRefs] = {}
@@ -342,29 +402,10 @@ def result_json(result: Result) -> dict[str, Any]:
 @discovery_options
 @registry_options(required=True)
 @click.option("--dry-run", is_flag=True, help="Stop after the plan.")
-@click.option(
-    "--jobs", "-j", type=click.IntRange(1, 64), help="Builds in parallel (default: CPUs/2)."
-)
-@click.option(
-    "--tag", "moving_tags", multiple=True, help="Moving tag to update after a push, e.g. latest."
-)
-@click.option("--tag-version", is_flag=True, help="Also tag each image with its spec's version.")
+@build_options
 @click.option("--source", help="org.opencontainers.image.source (default: the checkout's origin).")
 @click.option(
     "--revision", help="org.opencontainers.image.revision (default: the checkout's HEAD)."
-)
-@click.option(
-    "--private-index",
-    "private_indexes",
-    multiple=True,
-    metavar="URL",
-    help="A private package index served to builds as PIP_EXTRA_INDEX_URL (repeatable).",
-)
-@click.option(
-    "--index-auth",
-    multiple=True,
-    metavar="HOST=USER_REF,PASS_REF",
-    help="Credentials of a private index host, as secret references (repeatable).",
 )
 @click.option("--quiet", "-q", is_flag=True, help="No build output, only the summary.")
 @click.option("--output", "-o", type=click.Choice(["table", "json"]), default="table")
@@ -372,14 +413,10 @@ def sync_command(
     path: str,
     discovery: Discovery,
     target: RegistryArgs,
+    build: BuildArgs,
     dry_run: bool,
-    jobs: int | None,
-    moving_tags: tuple[str, ...],
-    tag_version: bool,
     source: str | None,
     revision: str | None,
-    private_indexes: tuple[str, ...],
-    index_auth: tuple[str, ...],
     quiet: bool,
     output: str,
 ) -> None:
@@ -387,17 +424,9 @@ def sync_command(
     where = target.target(discovery.prefix)
     envs = discovery.load(path, where.prefix)
     found = provenance(path)
-    options = SyncOptions(
-        dry_run=dry_run,
-        moving_tags=moving_tags,
-        tag_version=tag_version,
-        source=source or found.source,
-        revision=revision or found.revision,
-        private_indexes=private_indexes,
-        index_credentials=credential_map(index_auth, "--index-auth"),
+    options = build.options(
+        dry_run=dry_run, source=source or found.source, revision=revision or found.revision
     )
-    if jobs:
-        options.jobs = jobs
     reporter = Reporter(None if quiet else lambda line: click.echo(line, err=True))
     sync = target.sync(where, options, reporter)
     try:
@@ -753,37 +782,14 @@ WATCH_OUTCOMES = ("built", "copied", "up-to-date", "failed")
     show_default=True,
     help="Seconds without a change before a sync starts (a burst of writes is one sync).",
 )
-@click.option(
-    "--jobs", "-j", type=click.IntRange(1, 64), help="Builds in parallel (default: CPUs/2)."
-)
-@click.option(
-    "--tag", "moving_tags", multiple=True, help="Moving tag to update after a push, e.g. latest."
-)
-@click.option("--tag-version", is_flag=True, help="Also tag each image with its spec's version.")
-@click.option(
-    "--private-index",
-    "private_indexes",
-    multiple=True,
-    metavar="URL",
-    help="A private package index served to builds as PIP_EXTRA_INDEX_URL (repeatable).",
-)
-@click.option(
-    "--index-auth",
-    multiple=True,
-    metavar="HOST=USER_REF,PASS_REF",
-    help="Credentials of a private index host, as secret references (repeatable).",
-)
+@build_options
 @click.option("--quiet", "-q", is_flag=True, help="No build output, only a summary per sync.")
 def watch_command(
     path: str,
     discovery: Discovery,
     target: RegistryArgs,
+    build: BuildArgs,
     debounce: float,
-    jobs: int | None,
-    moving_tags: tuple[str, ...],
-    tag_version: bool,
-    private_indexes: tuple[str, ...],
-    index_auth: tuple[str, ...],
     quiet: bool,
 ) -> None:
     """Sync PATH with the registry as `sync` does, then again after every burst of changes
@@ -806,16 +812,9 @@ def watch_command(
     )
     settings = target.settings(where)
     store = SecretStore(target.secret_ttl, settings.credential_factory, settings.ca_file)
-    sync_options = SyncOptions(
-        resolve_bases=not target.no_resolve_base,
-        moving_tags=moving_tags,
-        tag_version=tag_version,
-        source=provenance(path).source,
-        private_indexes=private_indexes,
-        index_credentials=credential_map(index_auth, "--index-auth"),
+    sync_options = build.options(
+        resolve_bases=not target.no_resolve_base, source=provenance(path).source
     )
-    if jobs:
-        sync_options.jobs = jobs
     runner = SyncRunner(where, lambda: RegistryPool(settings, store), sync_options)
     reporter = Reporter(None if quiet else lambda line: click.echo(line, err=True))
 

@@ -35,28 +35,13 @@ import requests
 import trustme
 from aiohttp import web
 from cryptography.hazmat.primitives import serialization
-from multidict import CIMultiDict
-from yarl import URL
 
 from tests.integration.identity import ACR_AUDIENCE, EntraIssuer
 from tests.integration.infra import Certs, Registry, free_port
-from tests.integration.servers import BackgroundServer
+from tests.integration.servers import BackgroundServer, relay
 
 DOCKER_USER = "00000000-0000-0000-0000-000000000000"
 ISSUER = "envship-acr-standin"
-HOP_BY_HOP = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-    }
-)
-CHUNK = 64 * 1024
 
 
 @dataclass
@@ -291,27 +276,7 @@ class AcrStandIn:
         self.counts.registry += 1
         assert self.registry is not None
         assert self._session is not None
-        headers = CIMultiDict(
-            (k, v) for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP
-        )
-        body = request.content if request.body_exists else None
-        async with self._session.request(
-            request.method,
-            URL(self.registry.url + request.raw_path, encoded=True),
-            headers=headers,
-            data=body,
-            allow_redirects=False,
-        ) as upstream:
-            response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
-            for key, value in upstream.headers.items():
-                if key.lower() not in HOP_BY_HOP:
-                    response.headers.add(key, value)
-            await response.prepare(request)
-            if request.method != "HEAD":
-                async for chunk in upstream.content.iter_chunked(CHUNK):
-                    await response.write(chunk)
-            await response.write_eof()
-            return response
+        return await relay(self._session, request, self.registry.url)
 
     # -- life -----------------------------------------------------------------------------------
 

@@ -33,26 +33,10 @@ from typing import Literal
 
 import aiohttp
 from aiohttp import web
-from multidict import CIMultiDict
-from yarl import URL
 
 from tests.integration.infra import Certs, Registry, free_port
-from tests.integration.servers import BackgroundServer
+from tests.integration.servers import BackgroundServer, relay
 
-HOP_BY_HOP = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-        "host",
-    }
-)
-CHUNK = 64 * 1024
 Action = Literal["passed", "refused", "held"]
 
 
@@ -187,27 +171,7 @@ class FaultyProxy:
     async def proxy(self, request: web.Request) -> web.StreamResponse:
         """Pass a request on, bodies streamed, headers (Location, ...) unchanged."""
         assert self._session is not None
-        headers = CIMultiDict(
-            (k, v) for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP
-        )
-        body = request.content if request.body_exists else None
-        async with self._session.request(
-            request.method,
-            URL(self.registry.url + request.raw_path, encoded=True),
-            headers=headers,
-            data=body,
-            allow_redirects=False,
-        ) as upstream:
-            response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
-            for key, value in upstream.headers.items():
-                if key.lower() not in HOP_BY_HOP:
-                    response.headers.add(key, value)
-            await response.prepare(request)
-            if request.method != "HEAD":
-                async for chunk in upstream.content.iter_chunked(CHUNK):
-                    await response.write(chunk)
-            await response.write_eof()
-            return response
+        return await relay(self._session, request, self.registry.url)
 
     # -- life -----------------------------------------------------------------------------------
 

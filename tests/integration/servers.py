@@ -13,7 +13,10 @@ import threading
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+import aiohttp
 from aiohttp import web
+from multidict import CIMultiDict
+from yarl import URL
 
 from tests.integration.infra import Certs
 
@@ -71,3 +74,44 @@ class BackgroundServer:
         self._thread.join(20)
         self._loop.close()
         self._loop = self._thread = None
+
+
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+CHUNK = 64 * 1024
+
+
+async def relay(
+    session: aiohttp.ClientSession, request: web.Request, upstream_url: str
+) -> web.StreamResponse:
+    """Pass a request on to `upstream_url` + its path: bodies streamed both ways, headers
+    (Location, Docker-Content-Digest, WWW-Authenticate, ...) unchanged but hop-by-hop ones."""
+    headers = CIMultiDict((k, v) for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP)
+    body = request.content if request.body_exists else None
+    async with session.request(
+        request.method,
+        URL(upstream_url + request.raw_path, encoded=True),
+        headers=headers,
+        data=body,
+        allow_redirects=False,
+    ) as upstream:
+        response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
+        for key, value in upstream.headers.items():
+            if key.lower() not in HOP_BY_HOP:
+                response.headers.add(key, value)
+        await response.prepare(request)
+        if request.method != "HEAD":
+            async for chunk in upstream.content.iter_chunked(CHUNK):
+                await response.write(chunk)
+        await response.write_eof()
+        return response
