@@ -617,8 +617,10 @@ def gc_command(
     "--config",
     "config_path",
     required=True,
+    envvar="ENVSHIP_CONFIG",
     metavar="FILE",
-    help="The controller's configuration (YAML; ENVSHIP_<SECTION>__<KEY> overrides).",
+    help="The controller's configuration (YAML; ENVSHIP_<SECTION>__<KEY> overrides). "
+    "Default: $ENVSHIP_CONFIG.",
 )
 @click.option(
     "--log-level",
