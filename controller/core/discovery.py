@@ -86,6 +86,45 @@ class DiscoveryOptions:
     limits: Limits = field(default_factory=Limits)
 
 
+class IdentifiedTree(SourceTree, Protocol):
+    """A tree that names its content: equal object ids at a path mean equal content there (and,
+    for a folder, below it). A git tree is one."""
+
+    def object_id(self, path: str) -> str | None:
+        """The id of the file, symlink or folder at `path` ('' is the root); None if missing."""
+        ...
+
+
+Inputs = tuple[tuple[str, str | None], ...]
+"""(path, object id) of everything one environment's reading depended on."""
+
+
+class DiscoveryCache:
+    """What the last discovery over an `IdentifiedTree` parsed and read, for the next one.
+
+    A YAML file is parsed again only when its blob id at that path changed; an environment is
+    read (and its files loaded) again only when the object id of something its reader looked at
+    changed (`TreeView.note`). Only the latest discovery's results are kept, so memory stays
+    proportional to one tree. Give one cache to discoveries with the same options; other options
+    empty it. Not thread-safe: one discovery at a time.
+    """
+
+    def __init__(self) -> None:
+        self.options: DiscoveryOptions | None = None
+        self.yaml: dict[tuple[str, str], Any] = {}
+        self.envs: dict[tuple[str, str, str], tuple[Environment, Inputs]] = {}
+        self.parsed = 0
+        """YAML files parsed by the last discovery (the others came from the cache)."""
+        self.read = 0
+        """Environments read by the last discovery (the others came from the cache)."""
+
+    def bind(self, options: DiscoveryOptions) -> None:
+        if self.options != options:
+            self.options = options
+            self.yaml = {}
+            self.envs = {}
+
+
 def _within(path: str, folders: set[str]) -> bool:
     """True when `path` or one of its parent folders is in `folders`."""
     while True:
@@ -101,10 +140,19 @@ _UNREAD = Environment("", "unknown", "")
 
 
 class _Discovery:
-    def __init__(self, tree: SourceTree, options: DiscoveryOptions, run_jobs: JobRunner) -> None:
+    def __init__(
+        self,
+        tree: SourceTree,
+        options: DiscoveryOptions,
+        run_jobs: JobRunner,
+        cache: DiscoveryCache | None = None,
+    ) -> None:
         self.options = options
         self.run_jobs = run_jobs
         self.view = TreeView(tree, options.limits)
+        object_id = getattr(tree, "object_id", None)
+        self.object_id: Callable[[str], str | None] | None = object_id if cache else None
+        self.cache = cache if object_id is not None else None
         self.root = posixpath.normpath(options.root.strip("/")) if options.root.strip("/") else ""
         if self.root.startswith(".."):
             raise RootError(f"root {options.root!r} leaves the repository")
@@ -150,7 +198,21 @@ class _Discovery:
             if join(folder, DEFINITION) in names:
                 continue
             paths.extend(path for path in names if path.endswith(YAML_SUFFIXES))
-        docs = self.run_jobs(partial(self.parse_one, paths), len(paths))
+        cache, object_id = self.cache, self.object_id
+        if cache is None or object_id is None:
+            docs = self.run_jobs(partial(self.parse_one, paths), len(paths))
+        else:
+            # A symlinked YAML file is parsed every time: its blob is the link, not the content.
+            keys = [
+                (path, object_id(path) or "") if self.view.entries[path].kind == "file" else None
+                for path in paths
+            ]
+            docs = [cache.yaml.get(key) if key else None for key in keys]
+            missing = [path for path, doc in zip(paths, docs, strict=True) if doc is None]
+            parsed = iter(self.run_jobs(partial(self.parse_one, missing), len(missing)))
+            docs = [next(parsed) if doc is None else doc for doc in docs]
+            cache.yaml = {key: doc for key, doc in zip(keys, docs, strict=True) if key}
+            cache.parsed = len(missing)
         for path, doc in zip(paths, docs, strict=True):
             self.yaml[path] = doc
             if not isinstance(doc, SpecError):
@@ -171,21 +233,61 @@ class _Discovery:
         self.found.append(_UNREAD)
 
     def read_queued(self) -> None:
-        envs = self.run_jobs(self.read_one, len(self.queued))
-        for (place, *_), env in zip(self.queued, envs, strict=True):
+        cache, object_id = self.cache, self.object_id
+        if cache is None or object_id is None:
+            envs = self.run_jobs(self.read_one, len(self.queued))
+            for (place, *_), env in zip(self.queued, envs, strict=True):
+                self.found[place] = env
+            self.queued.clear()
+            return
+        kept: dict[tuple[str, str, str], tuple[Environment, Inputs]] = {}
+        todo = []
+        for place, name, kind, path, read in self.queued:
+            key = (kind, name, path)
+            found = cache.envs.get(key)
+            if found is not None and all(object_id(p) == oid for p, oid in found[1]):
+                self.found[place] = found[0]
+                kept[key] = found
+            else:
+                todo.append((place, name, kind, path, read))
+        self.queued = todo
+        for (place, name, kind, path, _), (env, inputs) in zip(
+            todo, self.run_jobs(self.read_recorded, len(todo)), strict=True
+        ):
             self.found[place] = env
+            if inputs is not None:
+                kept[(kind, name, path)] = (env, tuple((p, object_id(p)) for p in inputs))
+        cache.envs = kept
+        cache.read = len(todo)
         self.queued.clear()
+
+    def read_recorded(self, index: int) -> tuple[Environment, list[str] | None]:
+        """`read_one`, with the paths its result depended on (None: do not reuse it)."""
+        view = self.view
+        view.recording = set()
+        try:
+            env, expected = self._read(index)
+            _, _, _, path, _ = self.queued[index]
+            for read in {path, *env.files}:
+                view.depend_on(read)
+            return env, sorted(view.recording) if expected else None
+        finally:
+            view.recording = None
 
     def read_one(self, index: int) -> Environment:
         """Read queued environment `index`; what cannot be read becomes a refused environment."""
+        return self._read(index)[0]
+
+    def _read(self, index: int) -> tuple[Environment, bool]:
+        """The environment, and False when reading it failed in a way nobody foresaw."""
         _, name, kind, path, read = self.queued[index]
         try:
-            return read()
+            return read(), True
         except SpecError as exc:
-            return Environment(exc.env_name or name, kind, path, (path,), error=exc)
+            return Environment(exc.env_name or name, kind, path, (path,), error=exc), True
         except Exception as exc:
             error = SpecError(path, f"could not be read ({type(exc).__name__}); please report this")
-            return Environment(name, kind, path, (path,), error=error)
+            return Environment(name, kind, path, (path,), error=error), False
 
     def run(self) -> list[Environment]:
         if not self.view.is_folder(self.root) or self.root in self.view.entries:
@@ -315,15 +417,29 @@ def discover(
     options: DiscoveryOptions | None = None,
     *,
     run_jobs: JobRunner = run_in_turn,
+    cache: DiscoveryCache | None = None,
 ) -> list[Environment]:
     """Every environment below `options.root`, refused ones included, sorted by path.
 
     `run_jobs` runs the reading and parsing; the result is the same whichever runner is used.
+    With a `cache` and a tree that has object ids (`IdentifiedTree`), what did not change since
+    the cache's last discovery is reused rather than read and parsed again; the result is the
+    same as without it.
     """
     options = options or DiscoveryOptions()
     validate_prefix(options.prefix)
+    if cache is not None:
+        cache.bind(options)
     with _cyclic_gc_paused():
-        return _Discovery(tree, options, run_jobs).run()
+        return _Discovery(tree, options, run_jobs, cache).run()
 
 
-__all__ = ["DiscoveryOptions", "JobRunner", "discover", "parent", "run_in_turn"]
+__all__ = [
+    "DiscoveryCache",
+    "DiscoveryOptions",
+    "IdentifiedTree",
+    "JobRunner",
+    "discover",
+    "parent",
+    "run_in_turn",
+]

@@ -8,6 +8,7 @@ paths and symlinks whose target is outside it are refused.
 
 from __future__ import annotations
 
+import contextlib
 import posixpath
 import stat
 from collections.abc import Iterator, Mapping
@@ -125,6 +126,9 @@ class TreeView:
         self.parsed_yaml: dict[str, Any] = {}
         """YAML files already parsed without error, by tree path (filled by discovery), so a
         reader that needs one again (a v2 `conda_file`) does not read and parse it twice."""
+        self.recording: set[str] | None = None
+        """When a set: every path whose object id an answer depended on is added to it (see
+        `note`), so a reader's result can be reused while those ids stay the same."""
 
     @property
     def entries(self) -> Mapping[str, Entry]:
@@ -148,7 +152,35 @@ class TreeView:
             self._children = index
         return self._children
 
+    def note(self, path: str) -> None:
+        """Record that an answer depended on what is at `path`.
+
+        A path that exists is recorded as itself: the same object id at the same path means the
+        same bytes (or, for a folder, the same everything below it) and that every parent is a
+        folder. A missing path is recorded as its deepest existing folder, whose id changes when
+        anything appears below it.
+        """
+        if self.recording is None:
+            return
+        if path not in self._entries:
+            children = self.children()
+            while path and path not in children:
+                path = parent(path)
+        self.recording.add(path)
+
+    def depend_on(self, path: str) -> None:
+        """Record what reading `path` depends on (its symlinks and where they lead)."""
+        if self.recording is not None:
+            with contextlib.suppress(SpecError):
+                self.resolve(path, origin=path)
+
+    def has_entry(self, path: str) -> bool:
+        """True when `path` is a file or symlink (not followed)."""
+        self.note(path)
+        return path in self._entries
+
     def is_folder(self, path: str) -> bool:
+        self.note(path)
         return path == "" or path in self.children()
 
     def resolve(self, path: str, *, origin: str) -> str:
@@ -161,6 +193,7 @@ class TreeView:
             candidate = join(resolved, parts[index])
             entry = self._entries.get(candidate)
             if entry is not None and entry.kind == "symlink":
+                self.note(candidate)
                 hops += 1
                 if hops > self.limits.max_symlink_hops:
                     raise SpecError(origin, f"too many symlinks while resolving {path!r}")
@@ -179,6 +212,7 @@ class TreeView:
                 continue
             resolved = candidate
             index += 1
+        self.note(resolved)
         return resolved
 
     def read_file(self, path: str, *, origin: str, max_bytes: int | None = None) -> bytes:
@@ -211,6 +245,7 @@ class TreeView:
 
     def walk_files(self, folder: str) -> Iterator[Entry]:
         """Every entry below `folder` (not following symlinks), in path order."""
+        self.note(folder)
         children = self.children()
         stack = [folder]
         found: list[Entry] = []

@@ -91,7 +91,7 @@ def _base(
         )
     dockerfile = inline_dockerfile.encode() if inline_dockerfile else None
     sidecar = join(folder, BASE_DOCKERFILE)
-    if sidecar in view.entries:
+    if view.has_entry(sidecar):
         files.append(sidecar)
         return None, view.read_file(sidecar, origin=sidecar)
     if dockerfile is not None and base_image:
@@ -110,7 +110,7 @@ def _python(
     if inline_conda is not None:
         conda = parse_conda(inline_conda, path)
     conda_path = join(folder, CONDA_FILE)
-    if conda_path in view.entries:
+    if view.has_entry(conda_path):
         data = view.read_file(conda_path, origin=conda_path)
         raw = load_yaml(data, conda_path, max_nodes=view.limits.max_yaml_nodes)
         conda = parse_conda(raw, conda_path)

@@ -97,6 +97,7 @@ def _conda(view: TreeView, doc: dict[str, Any], path: str, files: list[str]) -> 
         raise SpecError(path, f"conda_file {reference!r} is remote; keep the conda file in git")
     conda_path = normalize_reference(parent(path), reference, origin=path)
     if conda_path in view.parsed_yaml:  # read and parsed by discovery already
+        view.depend_on(conda_path)
         files.append(conda_path)
         return parse_conda(view.parsed_yaml[conda_path], conda_path)
     data = view.read_file(conda_path, origin=path)
@@ -149,7 +150,7 @@ def read_aml_v2(view: TreeView, path: str, doc: Any) -> Environment:
     if "://" in reference or reference.startswith("azureml:"):
         raise SpecError(path, f"build.path {reference!r} is remote; keep the build context in git")
     folder = view.resolve(normalize_reference(parent(path), reference, origin=path), origin=path)
-    if not view.is_folder(folder) or folder in view.entries:
+    if not view.is_folder(folder) or view.has_entry(folder):
         raise SpecError(path, f"build.path {reference!r} is not a folder in the repository")
     dockerfile = optional_str(section.get("dockerfile_path"), path, "build.dockerfile_path")
     dockerfile_path = normalize_reference("", dockerfile or "Dockerfile", origin=path)

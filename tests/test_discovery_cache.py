@@ -1,0 +1,241 @@
+"""The discovery cache: what is reused across revisions gives exactly what reading afresh gives.
+
+A content-addressed tree in memory (ids computed the way git computes them, from bytes, modes
+and children) stands in for git trees here, so hypothesis can try hundreds of revision sequences
+quickly; one test runs the same over real git trees.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pygit2
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from controller.adapters.gitsource import GitTree
+from controller.core.discovery import DiscoveryCache, DiscoveryOptions, discover
+from controller.core.hashing import content_hash
+from controller.core.model import Environment
+from controller.core.tree import Blob, MemoryTree, SourceTree, parent
+
+
+class IdentifiedTree(MemoryTree):
+    """A MemoryTree with git-like object ids: a blob's from its bytes and mode, a folder's from
+    its children's names and ids."""
+
+    def __init__(self, files: Mapping[str, bytes | Blob]) -> None:
+        super().__init__(files)
+        ids: dict[str, str] = {}
+        for path, value in files.items():
+            blob = value if isinstance(value, Blob) else Blob(value)
+            kind = "link" if blob.link_target is not None else ("exec" if blob.executable else "")
+            content = blob.link_target.encode() if blob.link_target is not None else blob.data
+            ids[path] = hashlib.sha1(kind.encode() + b"\0" + content).hexdigest()  # noqa: S324
+        children: dict[str, set[str]] = {}
+        for path in files:
+            while path:
+                children.setdefault(parent(path), set()).add(path)
+                path = parent(path)
+        for folder in sorted(children, key=lambda p: -p.count("/") if p else 1):
+            listing = "\n".join(f"{child}={ids[child]}" for child in sorted(children[folder]))
+            ids[folder] = hashlib.sha1(listing.encode()).hexdigest()  # noqa: S324
+        self.ids = ids
+
+    def object_id(self, path: str) -> str | None:
+        return self.ids.get(path)
+
+
+def v1(base: str, conda: bool) -> bytes:
+    python: dict[str, Any] = {"userManagedDependencies": not conda}
+    if not conda:
+        python["interpreterPath"] = "python3"
+    return json.dumps(
+        {"name": "saved", "version": "1", "python": python, "docker": {"baseImage": base}}
+    ).encode()
+
+
+def v2(name: str, extra: str) -> bytes:
+    return f"name: {name}\nversion: '1'\n{extra}\n".encode()
+
+
+CONDA_A = b"name: a\ndependencies:\n  - python=3.11\n  - pip:\n    - requests==2.31.0\n"
+CONDA_B = b"name: b\ndependencies:\n  - python=3.10\n"
+
+VARIANTS: dict[str, list[bytes | Blob]] = {
+    "specs/saved/azureml_environment.json": [v1("busybox:1", True), v1("busybox:2", False)],
+    "specs/saved/conda_dependencies.yml": [CONDA_A, CONDA_B],
+    "specs/saved/BaseDockerfile": [b"FROM busybox:1\n"],
+    "specs/v2/env.yml": [
+        v2("env", "image: busybox:1\nconda_file: ../shared/conda.yml"),
+        v2("env", "image: busybox:2\nconda_file: ../shared/conda.yml"),
+        v2("env", "image: busybox:1\nconda_file: ../shared/missing.yml"),
+    ],
+    "specs/v2/built.yml": [
+        v2("built", "build:\n  path: ../context"),
+        v2("built", "build:\n  path: ../context\n  dockerfile_path: Other"),
+        b"name: [unclosed\n",
+    ],
+    "specs/v2/linked.yml": [Blob(link_target="../shared/env.yml"), v2("linked", "image: x:1")],
+    "specs/shared/env.yml": [v2("linked", "image: busybox:3"), v2("linked", "image: busybox:4")],
+    "specs/shared/conda.yml": [CONDA_A, CONDA_B, b"dependencies: [unclosed\n"],
+    "specs/context/Dockerfile": [b"FROM busybox:1\nCOPY data.txt /\n", b"FROM busybox:2\n"],
+    "specs/context/Other": [b"FROM busybox:3\n"],
+    "specs/context/data.txt": [b"one\n", b"two\n", Blob(b"three\n", executable=True)],
+    "specs/context/outside": [Blob(link_target="../../../etc/passwd")],
+    "specs/context/shared": [Blob(link_target="../shared")],
+    "specs/pip/requirements.txt": [b"requests==2.31.0\n", b"requests==2.32.0\n"],
+    "specs/piplink/requirements.txt": [Blob(link_target="../pip/requirements.txt")],
+    "specs/condaplain/environment.yml": [
+        Blob(link_target="../shared/conda.yml"),
+        CONDA_B,
+    ],
+    "specs/docker/Dockerfile": [b"FROM busybox:1\n"],
+    "specs/docker/link": [Blob(link_target="../shared/conda.yml"), Blob(link_target="loop")],
+    "specs/docker/loop": [Blob(link_target="link")],
+}
+PATHS = sorted(VARIANTS)
+
+Revision = dict[str, int]
+"""Which variant each path holds (paths left out are absent)."""
+
+revisions = st.lists(
+    st.dictionaries(st.sampled_from(PATHS), st.integers(0, 2), min_size=3), min_size=2, max_size=6
+)
+
+
+def tree_of(revision: Revision) -> IdentifiedTree:
+    files: dict[str, bytes | Blob] = {}
+    for path, choice in revision.items():
+        variants = VARIANTS[path]
+        files[path] = variants[choice % len(variants)]
+    return IdentifiedTree(files)
+
+
+def summary(envs: list[Environment]) -> list[tuple[Any, ...]]:
+    """Everything a discovery result says, comparable by value (errors by their text)."""
+    return [
+        (
+            env.name,
+            env.kind,
+            env.path,
+            env.files,
+            env.repository,
+            str(env.error) if env.error else None,
+            content_hash(env.build) if env.build else None,
+        )
+        for env in envs
+    ]
+
+
+OPTIONS = DiscoveryOptions(root="specs")
+
+
+@settings(max_examples=300, deadline=None)
+@given(revisions)
+def test_cached_discovery_equals_a_fresh_one(sequence: list[Revision]) -> None:
+    cache = DiscoveryCache()
+    for revision in sequence:
+        tree = tree_of(revision)
+        fresh = summary(discover(tree, OPTIONS))
+        assert summary(discover(tree, OPTIONS, cache=cache)) == fresh, revision
+
+
+def test_only_what_changed_is_parsed_and_read_again() -> None:
+    base: Revision = {path: 0 for path in PATHS}
+    cache = DiscoveryCache()
+    first = discover(tree_of(base), OPTIONS, cache=cache)
+    assert cache.read == len(first) == 9
+    assert cache.parsed == 6
+
+    # Symlinked YAML files (v2/linked.yml, condaplain/environment.yml) are parsed every time:
+    # the link's blob says nothing about its target's content.
+    discover(tree_of(base), OPTIONS, cache=cache)
+    assert (cache.read, cache.parsed) == (0, 2)
+
+    # one pip file: its folder and the folder whose requirements.txt links to it
+    discover(tree_of({**base, "specs/pip/requirements.txt": 1}), OPTIONS, cache=cache)
+    assert (cache.read, cache.parsed) == (2, 2)
+
+    # the shared conda file: the v2 environment naming it, the plain conda folder linking to it
+    # and the Dockerfile folder whose context has a link resolving to it
+    changed = {**base, "specs/pip/requirements.txt": 1, "specs/shared/conda.yml": 1}
+    envs = {env.path: env for env in discover(tree_of(changed), OPTIONS, cache=cache)}
+    assert (cache.read, cache.parsed) == (3, 3)
+    assert envs["specs/v2/env.yml"].error is None
+
+
+def test_other_options_empty_the_cache() -> None:
+    tree = tree_of({path: 0 for path in PATHS})
+    cache = DiscoveryCache()
+    discover(tree, OPTIONS, cache=cache)
+    renamed = DiscoveryOptions(root="specs", prefix="other")
+    envs = discover(tree, renamed, cache=cache)
+    assert cache.read == len(envs)
+    assert all(e.repository is None or e.repository.startswith("other/") for e in envs)
+
+
+def test_a_tree_without_object_ids_is_read_in_full() -> None:
+    files = {path: VARIANTS[path][0] for path in PATHS}
+    cache = DiscoveryCache()
+    tree: SourceTree = MemoryTree(files)
+    discover(tree, OPTIONS, cache=cache)
+    discover(tree, OPTIONS, cache=cache)
+    assert (cache.read, cache.parsed) == (0, 0)  # nothing recorded: nothing counted
+    assert cache.envs == {}
+
+
+def _commit(repository: pygit2.Repository, revision: Revision) -> str:
+    """Write `revision` as a git tree (nested trees, modes as git has them)."""
+
+    def build(prefix: str) -> pygit2.Oid:
+        builder = repository.TreeBuilder()
+        names = sorted(
+            {p[len(prefix) :].split("/", 1)[0] for p in revision if p.startswith(prefix)}
+        )
+        for name in names:
+            path = prefix + name
+            if path in revision:
+                value = VARIANTS[path][revision[path] % len(VARIANTS[path])]
+                blob = value if isinstance(value, Blob) else Blob(value)
+                if blob.link_target is not None:
+                    oid = repository.create_blob(blob.link_target.encode())
+                    builder.insert(name, oid, pygit2.GIT_FILEMODE_LINK)
+                else:
+                    mode = (
+                        pygit2.GIT_FILEMODE_BLOB_EXECUTABLE
+                        if blob.executable
+                        else pygit2.GIT_FILEMODE_BLOB
+                    )
+                    builder.insert(name, repository.create_blob(blob.data), mode)
+            else:
+                builder.insert(name, build(path + "/"), pygit2.GIT_FILEMODE_TREE)
+        return builder.write()
+
+    return str(build(""))
+
+
+def test_over_real_git_trees(tmp_path: Path) -> None:
+    repository = pygit2.init_repository(str(tmp_path / "repo.git"), bare=True)
+    base: Revision = {path: 0 for path in PATHS}
+    steps = [
+        base,
+        {**base, "specs/shared/conda.yml": 1},
+        {**base, "specs/context/data.txt": 2, "specs/v2/linked.yml": 1},
+        {k: v for k, v in base.items() if k != "specs/shared/conda.yml"},
+        {**base, "specs/docker/link": 1, "specs/shared/env.yml": 1},
+        base,
+    ]
+    cache = DiscoveryCache()
+    reads = []
+    for revision in steps:
+        tree = GitTree(repository, _commit(repository, revision))
+        fresh = summary(discover(tree, OPTIONS))
+        assert summary(discover(tree, OPTIONS, cache=cache)) == fresh, revision
+        reads.append(cache.read)
+    assert reads[0] > reads[1] > 0
+    assert reads[-1] < reads[0]
