@@ -51,7 +51,7 @@ from controller.adapters.registries import RegistryPool, RegistrySettings
 from controller.adapters.secrets import CredentialRefs, SecretRef, SecretStore
 from controller.config import Config
 from controller.core.backoff import Backoff
-from controller.core.discovery import DiscoveryOptions, discover
+from controller.core.discovery import DiscoveryCache, DiscoveryOptions, discover
 from controller.core.gc import TagInfo
 from controller.core.hashing import content_hash
 from controller.core.model import Environment
@@ -230,6 +230,8 @@ class Controller:
         gc: GcPolicy | None = None,
     ) -> None:
         self.gc = gc
+        self.parsed = DiscoveryCache()
+        """Parsed specs by git object id: a new revision reads only what changed."""
         self.source = source
         self.runner = runner
         self.discovery = discovery
@@ -472,9 +474,16 @@ class Controller:
 
         tree = self.source.tree(revision)
         try:
-            envs = discover(tree, self.discovery)
+            envs = discover(tree, self.discovery, cache=self.parsed)
         except ValueError as exc:  # RootError: the configured root is not in this revision
             return self._stale(redact(f"specs: {exc}"), label)
+        log.debug(
+            "%d environments; %d read and %d YAML files parsed, the rest unchanged",
+            len(envs),
+            self.parsed.read,
+            self.parsed.parsed,
+            extra=context,
+        )
         keys = {env.name: change_key(tree, env) for env in envs}
         for gone in self.board.retain(keys):
             self.metrics.remove_environment(gone)
@@ -494,8 +503,10 @@ class Controller:
                 requests = getattr(self.runner, "registry_requests", 0)
                 if requests:
                     self.metrics.registry_requests.labels(kind="target").inc(requests)
-            outage = _registry_outage(results)
+            outage = _registry_outage(results, retrying=set(self._retries))
             if outage is not None:
+                for result in results:  # no hot loop for those already backing off
+                    self._postpone(result.item.env.name)
                 return self._stale(redact(f"registry: {outage}"), label)
             for result in results:
                 self._record(result, keys.get(result.item.env.name, ()), label, context)
@@ -604,6 +615,16 @@ class Controller:
             next_retry=None,
         )
 
+    def _postpone(self, name: str) -> None:
+        """An environment already backing off met a registry outage: its next attempt waits one
+        step longer, and its status (the last known one) is left as it is."""
+        previous = self._retries.get(name)
+        if previous is None:
+            return
+        attempts = previous.attempts + 1
+        at = self._clock() + self.backoff.delay(attempts, self._spread())
+        self._retries[name] = _Retry(attempts, at, previous.key)
+
     def _record(self, result: Result, key: Key, label: str, context: dict[str, Any]) -> None:
         item = result.item
         name = item.env.name
@@ -658,10 +679,16 @@ class Controller:
         )
 
 
-def _registry_outage(results: Sequence[Result]) -> str | None:
-    """The registry did not answer for any environment: its error, else None."""
+def _registry_outage(results: Sequence[Result], retrying: set[str]) -> str | None:
+    """The registry did not answer for any environment: its error, else None.
+
+    Environments already backing off are no evidence: when only they were synced, their
+    failures are theirs (recorded, with their own backoff), not an outage that would retry them
+    on every tick.
+    """
     errors = [r.error or "" if r.outcome == "failed" else "" for r in results]
-    if errors and all(REGISTRY_OUTAGE in error for error in errors):
+    fresh = [r for r in results if r.item.env.name not in retrying]
+    if fresh and all(REGISTRY_OUTAGE in error for error in errors):
         return errors[0].split(": ", 1)[-1]
     return None
 

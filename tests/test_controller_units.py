@@ -256,8 +256,10 @@ def test_first_reconcile_syncs_everything_then_an_unchanged_revision_does_nothin
 def test_a_commit_syncs_only_the_environments_it_changed(rig: Rig):
     controller = rig.started()
     before = envs_of(controller)
+    assert controller.parsed.read == 3  # a, b and bad, on the first reconcile
     commit = rig.commit({"envs/b/Dockerfile": f"FROM {BASE}\nRUN echo b2\n", "README.md": "x\n"})
     outcome = reconcile(controller, "webhook github push")
+    assert controller.parsed.read == 1  # only b's folder changed: a and bad are not read again
     assert outcome["result"] == "success"
     assert outcome["skipped"] == {"stalled": 1, "waiting": 0, "unchanged": 1}
     assert rig.runner.calls[-1] == (["b"], False)
@@ -411,6 +413,33 @@ def test_a_registry_outage_keeps_the_last_status_marked_stale(rig: Rig):
     assert a["hash"] != old["hash"]
     assert a["revision"] == rig.label(commit)
     assert not controller.status()["stale"]
+
+
+def test_environments_backing_off_keep_their_own_backoff_when_the_registry_is_down(rig: Rig):
+    rig.runner.failing.add("b")
+    controller = rig.started()
+    rig.runner.down = True
+    rig.clock.t += 1.5  # b's first delay (1 s) is over
+    outcome = reconcile(controller, "retry")
+    # only b was due: its failure is its own, not an outage that retries it on every tick
+    assert outcome["result"] == "failed"
+    assert rig.runner.calls[-1] == (["b"], False)
+    b = envs_of(controller)["b"]
+    assert (b["phase"], b["attempts"]) == ("Failed", 2)
+    assert "connection failed" in b["last_error"]
+    assert not controller.status()["stale"]
+    calls = len(rig.runner.calls)
+    assert reconcile(controller, "tick")["result"] == "unchanged"  # still waiting: 2 s
+    assert len(rig.runner.calls) == calls
+
+    # a change to a while b is backing off: a's failure is evidence of an outage; b, synced
+    # with it, waits one step longer instead of being retried on every tick
+    rig.clock.t += 2.5
+    rig.commit({"envs/a/Dockerfile": f"FROM {BASE}\nRUN echo a4\n"})
+    assert reconcile(controller)["result"] == "stale"
+    assert rig.runner.calls[-1] == (["a", "b"], False)
+    assert reconcile(controller, "tick")["result"] == "stale"
+    assert rig.runner.calls[-1] == (["a"], False)  # b's next attempt is 4 s away
 
 
 def test_building_shows_while_the_build_runs(rig: Rig):
