@@ -232,6 +232,7 @@ class Controller:
         self.gc = gc
         self.parsed = DiscoveryCache()
         """Parsed specs by git object id: a new revision reads only what changed."""
+        self._keys: dict[str, tuple[Environment, Key]] = {}
         self.source = source
         self.runner = runner
         self.discovery = discovery
@@ -484,7 +485,7 @@ class Controller:
             self.parsed.parsed,
             extra=context,
         )
-        keys = {env.name: change_key(tree, env) for env in envs}
+        keys = self._change_keys(tree, envs)
         for gone in self.board.retain(keys):
             self.metrics.remove_environment(gone)
         for state in (self._retries, self._stalled, self._ready):
@@ -560,6 +561,18 @@ class Controller:
         self._complete = False
         return {"result": "stale", "revision": revision, "error": reason}
 
+    def _change_keys(self, tree: SourceTree, envs: Sequence[Environment]) -> dict[str, Key]:
+        """Each environment's `change_key`. An environment the discovery cache handed back as
+        the very same object has unchanged inputs, so its key from last time still holds."""
+        keys: dict[str, Key] = {}
+        known = self._keys
+        for env in envs:
+            previous = known.get(env.name)
+            same = previous is not None and previous[0] is env
+            keys[env.name] = previous[1] if previous and same else change_key(tree, env)
+        self._keys = {env.name: (env, keys[env.name]) for env in envs}
+        return keys
+
     def _select(
         self,
         envs: Sequence[Environment],
@@ -572,9 +585,10 @@ class Controller:
         """The environments to sync; the others are recorded at `label` as they are."""
         todo: list[Environment] = []
         skipped = {"stalled": 0, "waiting": 0, "unchanged": 0}
+        unchanged: list[str] = []
         for env in envs:
             key = keys[env.name]
-            current = self.board.get(env.name)
+            current = self.board.peek(env.name)
             if current is None:
                 current = self.board.set(EnvStatus(env.name, env.path, env.kind))
             elif (current.path, current.kind) != (env.path, env.kind):
@@ -587,13 +601,14 @@ class Controller:
             retry = self._retries.get(env.name)
             if retry is not None and retry.key == key and retry.at > now:
                 skipped["waiting"] += 1
-                self.board.update(env.name, revision=label)
+                unchanged.append(env.name)
                 continue
             if not full and current.phase is Phase.READY and self._ready.get(env.name) == key:
                 skipped["unchanged"] += 1
-                self.board.update(env.name, revision=label)
+                unchanged.append(env.name)
                 continue
             todo.append(env)
+        self.board.advance(unchanged, label)
         return todo, skipped
 
     def _stall(self, env: Environment, key: Key, label: str, context: dict[str, Any]) -> None:

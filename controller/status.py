@@ -106,6 +106,9 @@ class StatusBoard:
         self._clock = clock or (lambda: datetime.now(UTC))
         self._lock = threading.Lock()
         self._envs: dict[str, EnvStatus] = {}
+        self._revisions: dict[str, str | None] = {}
+        """Each environment's revision, kept apart from its status so that moving thousands of
+        unchanged environments to a new revision is one dict update, not a copy of each."""
         self._revision: str | None = None
         self._last_reconcile: str | None = None
         self._stale_reason: str | None = None
@@ -120,7 +123,16 @@ class StatusBoard:
         else:
             new = replace(new, last_transition=old.last_transition)
         self._envs[new.name] = new
+        self._revisions[new.name] = new.revision
         return new
+
+    def _current(self, name: str) -> EnvStatus | None:
+        # caller holds the lock
+        env = self._envs.get(name)
+        if env is not None and env.revision != self._revisions.get(name):
+            env = replace(env, revision=self._revisions.get(name))
+            self._envs[name] = env
+        return env
 
     def set(self, status: EnvStatus) -> EnvStatus:
         """Record an environment's whole status. Its transition time is stamped now when it is
@@ -138,10 +150,23 @@ class StatusBoard:
         if "phase" in changes:
             changes["phase"] = Phase(changes["phase"])
         with self._lock:
-            old = self._envs[name]
+            old = self._current(name)
+            if old is None:
+                raise KeyError(name)
             return self._store(old, replace(old, **changes))
 
+    def advance(self, names: Iterable[str], revision: str) -> None:
+        """Known environments `names` are unchanged at `revision`: only their revision moves."""
+        with self._lock:
+            self._revisions.update((name, revision) for name in names if name in self._envs)
+
     def get(self, name: str) -> EnvStatus | None:
+        with self._lock:
+            return self._current(name)
+
+    def peek(self, name: str) -> EnvStatus | None:
+        """`get` without the revision brought up to date (its `revision` may be an older one):
+        what a reconcile needs to look at thousands of environments cheaply."""
         with self._lock:
             return self._envs.get(name)
 
@@ -152,6 +177,7 @@ class StatusBoard:
     def remove(self, name: str) -> None:
         with self._lock:
             self._envs.pop(name, None)
+            self._revisions.pop(name, None)
 
     def retain(self, names: Iterable[str]) -> list[str]:
         """Forget every environment not in `names` (gone from the source); returns those."""
@@ -160,6 +186,7 @@ class StatusBoard:
             gone = sorted(n for n in self._envs if n not in keep)
             for name in gone:
                 del self._envs[name]
+                del self._revisions[name]
         return gone
 
     def reconciled(self, revision: str | None, *, when: datetime | None = None) -> None:
@@ -181,6 +208,8 @@ class StatusBoard:
 
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
+            for name in list(self._envs):
+                self._current(name)
             envs = sorted(self._envs.values(), key=lambda e: e.name)
             revision, last_reconcile = self._revision, self._last_reconcile
             stale_reason = self._stale_reason

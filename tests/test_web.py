@@ -712,6 +712,29 @@ def test_transition_time_moves_only_when_the_phase_changes():
         board.update("a", phase="Sideways")
 
 
+def test_advancing_unchanged_environments_moves_only_their_revision():
+    clock = Clock()
+    board = StatusBoard(clock=clock)
+    board.set(EnvStatus(name="a", path="a", kind="pip", phase=Phase.READY, revision="r1"))
+    board.set(EnvStatus(name="b", path="b", kind="pip", phase=Phase.FAILED, revision="r1"))
+    clock.advance(10)
+    board.advance(["a", "b", "gone"], "r2")
+    a = board.get("a")
+    assert a is not None
+    assert (a.revision, a.phase, a.last_transition) == ("r2", Phase.READY, "2025-01-31T12:00:00Z")
+    peeked = board.peek("b")
+    assert peeked is not None
+    assert peeked.phase is Phase.FAILED  # peek: the stored status, revision possibly older
+    assert board.update("b", attempts=2).revision == "r2"  # an update keeps the new revision
+    assert [e["revision"] for e in board.snapshot()["environments"]] == ["r2", "r2"]
+    assert board.get("gone") is None
+    board.update("a", revision="r3")
+    assert board.get("a").revision == "r3"  # type: ignore[union-attr]
+    board.retain(["b"])
+    board.set(EnvStatus(name="a", path="a", kind="pip"))
+    assert board.get("a").revision is None  # type: ignore[union-attr]
+
+
 def test_stale_keeps_the_last_known_status():
     board = StatusBoard()
     _populate(board)

@@ -157,18 +157,21 @@ class _Discovery:
         if self.root.startswith(".."):
             raise RootError(f"root {options.root!r} leaves the repository")
         self.ignore = pathspec.GitIgnoreSpec.from_lines(options.ignore)
+        self.ignoring = bool(self.ignore.patterns)
         self.yaml: dict[str, Any] = {}
         self.found: list[Environment] = []
         self.queued: list[tuple[int, str, Kind, str, Callable[[], Environment]]] = []
         self._files_in: dict[str, list[str]] = {}
 
     def visible(self, path: str) -> bool:
+        """Not hidden, not ignored. Only asked of the children of visible folders, so only the
+        last name needs checking for a leading dot."""
         relative = path[len(self.root) + 1 :] if self.root else path
         if not relative:
             return True
-        if any(part.startswith(".") for part in relative.split("/")):
+        if relative.rpartition("/")[2].startswith("."):
             return False
-        return not self.ignore.match_file(relative)
+        return not (self.ignoring and self.ignore.match_file(relative))
 
     def folders(self) -> Iterator[str]:
         """Visible folders below the root, parents before children, in path order."""
@@ -251,9 +254,10 @@ class _Discovery:
             else:
                 todo.append((place, name, kind, path, read))
         self.queued = todo
-        for (place, name, kind, path, _), (env, inputs) in zip(
+        for (place, name, kind, path, _), (fresh, inputs) in zip(
             todo, self.run_jobs(self.read_recorded, len(todo)), strict=True
         ):
+            env = self.named(fresh)
             self.found[place] = env
             if inputs is not None:
                 kept[(kind, name, path)] = (env, tuple((p, object_id(p)) for p in inputs))
@@ -303,16 +307,27 @@ class _Discovery:
                     claimed_files.add(conda)
                 if build is not None:
                     claimed_folders.add(build)
+        # Folders come parents first, so "inside a claimed folder" and "inside a Dockerfile
+        # context" are known from the parent, without walking up to the root every time.
         skip: set[str] = set()
+        claimed: set[str] = set()
         for folder in folders:
-            if _within(folder, skip):
-                continue
-            self.discover_folder(folder, claimed_files, claimed_folders, skip)
+            if folder == self.root:
+                if _within(folder, claimed_folders):
+                    claimed.add(folder)
+            else:
+                up = parent(folder)
+                if up in skip:
+                    skip.add(folder)
+                    continue
+                if up in claimed or folder in claimed_folders:
+                    claimed.add(folder)
+            self.discover_folder(folder, claimed_files, folder in claimed, skip)
         self.read_queued()
         return self.finish()
 
     def discover_folder(
-        self, folder: str, claimed_files: set[str], claimed_folders: set[str], skip: set[str]
+        self, folder: str, claimed_files: set[str], claimed: bool, skip: set[str]
     ) -> None:
         view = self.view
         files = self.files_in(folder)
@@ -332,7 +347,7 @@ class _Discovery:
             elif isinstance(doc, SpecError) and path not in claimed_files:
                 stem = posixpath.splitext(posixpath.basename(path))[0]
                 self.found.append(Environment(stem, "unknown", path, (path,), error=doc))
-        if has_v2 or _within(folder, claimed_folders):
+        if has_v2 or claimed:
             return
         name = folder_name(folder)
         if DOCKERFILE in names:
@@ -363,16 +378,18 @@ class _Discovery:
         elif REQUIREMENTS in names:
             self.add(name, "pip", folder, lambda: read_pip(view, folder, base))
 
+    def named(self, env: Environment) -> Environment:
+        """`env` with its registry repository (or refused for a name that cannot be one)."""
+        if env.error is not None or env.repository is not None:
+            return env
+        try:
+            repository = repository_for(env.name, self.options.prefix, env.files[0])
+        except SpecError as exc:
+            return replace(env, error=exc)
+        return replace(env, repository=repository)
+
     def finish(self) -> list[Environment]:
-        named: list[Environment] = []
-        prefix = self.options.prefix
-        for env in self.found:
-            if env.error is None:
-                try:
-                    env = replace(env, repository=repository_for(env.name, prefix, env.files[0]))
-                except SpecError as exc:
-                    env = replace(env, error=exc)
-            named.append(env)
+        named = [self.named(env) for env in self.found]
         by_repository: dict[str, list[Environment]] = {}
         for env in named:
             if env.repository is not None and env.error is None:

@@ -87,8 +87,8 @@ def is_executable_mode(mode: int) -> bool:
 
 
 def parent(path: str) -> str:
-    """The folder of a path; the root is ''."""
-    return posixpath.dirname(path)
+    """The folder of a path; the root is ''. (Paths are normalized: no `//`, no trailing `/`.)"""
+    return path.rpartition("/")[0]
 
 
 def join(folder: str, name: str) -> str:
