@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hmac
 import time
 import uuid
 from dataclasses import dataclass, field, fields, replace
@@ -88,6 +89,9 @@ class AcrStandIn:
     """The `jti` of every refresh token issued, in order."""
     docker_refresh_ids: list[str] = field(default_factory=list, init=False)
     """The `jti` of the refresh token behind every `GET /oauth2/token` answered."""
+    admin: tuple[str, str] | None = field(default=None, init=False)
+    """ACR's admin user (or a repository-scoped token): username and password accepted by
+    `GET /oauth2/token` with basic auth, as the registry's own credentials."""
     registry: Registry | None = field(default=None, init=False)
     _server: BackgroundServer | None = field(default=None, init=False, repr=False)
     _session: aiohttp.ClientSession | None = field(default=None, init=False, repr=False)
@@ -246,9 +250,14 @@ class AcrStandIn:
         self.counts.token_get += 1
         try:
             username, password = _basic(request.headers.get("Authorization", ""))
-            if username != DOCKER_USER:
+            if self.admin is not None and username == self.admin[0]:
+                if not hmac.compare_digest(password.encode(), self.admin[1].encode()):
+                    raise Refused("invalid username or password")
+                claims = {"sub": username, "jti": f"admin:{uuid.uuid4()}"}
+            elif username != DOCKER_USER:
                 raise Refused("sign in with the all-zero user and a refresh token")
-            claims = self.check_refresh_token(password)
+            else:
+                claims = self.check_refresh_token(password)
             if request.query.get("service") != self.host:
                 raise Refused(f"unknown service {request.query.get('service')!r}")
         except Refused as exc:

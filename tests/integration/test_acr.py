@@ -26,6 +26,7 @@ from controller.core.discovery import DiscoveryOptions, discover
 from controller.core.model import Environment
 from controller.core.naming import tag_for
 from controller.sync import Reporter, Sync, SyncOptions, Target
+from tests.canaries import canary, secret_file
 from tests.integration.acr_standin import AcrStandIn, Counts
 from tests.integration.identity import EntraIssuer, IssuingCredential
 from tests.integration.infra import Certs, Registry
@@ -365,3 +366,57 @@ def test_a_v1_registry_identity_pulls_its_base_as_that_identity(
     assert asked == ["22222222-aaaa-bbbb-cccc-333333333333"]
     assert any(f"pulling {acr.host}/private/base@" in line for line in lines)
     pool.close()
+
+
+def test_admin_username_and_password_sign_in_through_the_token_endpoint(
+    acr: AcrStandIn,
+    certs: Certs,
+    public_bases: Registry,
+    engine: docker.DockerClient,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+):
+    """ACR's admin user (or a token with a password) is basic credentials, but ACR answers
+    the registry's 401 with a bearer challenge: both the plan (python-dxf) and the engine's push
+    must trade them at `GET /oauth2/token`; no Entra exchange happens."""
+    password = canary("acr-admin")
+    acr.admin = ("envship-admin", password)
+    monkeypatch.setenv("ENVSHIP_TEST_ACR_USER", "envship-admin")
+    password_file = secret_file(tmp_path / "acr-password", password)
+    base = f"{public_bases.host}/base/busybox:1"
+    specs = write(tmp_path / "specs", {"admin/Dockerfile": f"FROM {base}\nRUN echo admin\n"})
+
+    def sync(password_ref: str) -> tuple[list[str], list[str | None], list[str], Counts]:
+        refs = CredentialRefs(
+            SecretRef.parse("env:ENVSHIP_TEST_ACR_USER"), SecretRef.parse(password_ref)
+        )
+        pool = RegistryPool(RegistrySettings(ca_file=certs.ca_file, credentials={acr.host: refs}))
+        lines: list[str] = []
+        before = acr.counts.copy()
+        try:
+            results = Sync(
+                Target(acr.host, "acr6"), pool, SyncOptions(jobs=1), Reporter(lines.append)
+            ).run(load(specs, "acr6"))
+        finally:
+            pool.close()
+        return [r.outcome for r in results], [r.error for r in results], lines, acr.counts - before
+
+    try:
+        outcomes, errors, lines, spent = sync(f"file:{password_file}")
+        assert outcomes == ["built"], errors
+        assert spent.exchange == spent.token_post == 0
+        assert spent.token_get >= 2  # the plan's check and the engine's push, each a token
+        assert acr.manifest_digest("acr6/admin", "latest") is None  # no moving tag asked
+        outcomes, errors, lines, spent = sync(f"file:{password_file}")
+        assert outcomes == ["up-to-date"], errors
+
+        (tmp_path / "wrong").write_text("not-the-password\n")
+        outcomes, errors, lines, spent = sync(f"file:{tmp_path / 'wrong'}")
+        assert outcomes == ["failed"]
+        assert errors[0] is not None
+        assert acr.host in errors[0]
+        assert "not-the-password" not in errors[0]
+        assert spent.refused >= 1
+        assert not any(password in line or "not-the-password" in line for line in lines)
+    finally:
+        acr.admin = None
