@@ -11,7 +11,7 @@ import hashlib
 import json
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pygit2
 from hypothesis import given, settings
@@ -45,9 +45,30 @@ class IdentifiedTree(MemoryTree):
             listing = "\n".join(f"{child}={ids[child]}" for child in sorted(children[folder]))
             ids[folder] = hashlib.sha1(listing.encode()).hexdigest()  # noqa: S324
         self.ids = ids
+        self.blobs = {
+            path: value if isinstance(value, Blob) else Blob(value) for path, value in files.items()
+        }
+        IdentifiedTree.known[ids.get("", "")] = self
+
+    known: ClassVar[dict[str, IdentifiedTree]] = {}
+    """Every tree made, by root id: what `modified_since` compares with (git's object store)."""
 
     def object_id(self, path: str) -> str | None:
         return self.ids.get(path)
+
+    def modified_since(self, previous: str) -> set[str] | None:
+        """As git's tree diff tells it: None unless files only changed in place."""
+        before = IdentifiedTree.known.get(previous)
+        if before is None or before.blobs.keys() != self.blobs.keys():
+            return None
+        changed = set()
+        for path, blob in self.blobs.items():
+            old = before.blobs[path]
+            if (old.link_target is None) != (blob.link_target is None):
+                return None
+            if self.ids[path] != before.ids[path]:
+                changed.add(path)
+        return changed
 
 
 def v1(base: str, conda: bool) -> bytes:
@@ -145,6 +166,49 @@ def test_cached_discovery_equals_a_fresh_one(sequence: list[Revision]) -> None:
         assert summary(discover(tree, OPTIONS, cache=cache)) == fresh, revision
 
 
+edits = st.lists(
+    st.fixed_dictionaries({path: st.integers(0, 2) for path in PATHS}), min_size=2, max_size=6
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(edits)
+def test_files_changed_in_place_give_what_a_fresh_discovery_gives(sequence: list[Revision]) -> None:
+    """Every path kept, only contents changing: the shortcut that keeps the last layout."""
+    cache = DiscoveryCache()
+    shortcuts = 0
+    for revision in sequence:
+        tree = tree_of(revision)
+        fresh = summary(discover(tree, OPTIONS))
+        assert summary(discover(tree, OPTIONS, cache=cache)) == fresh, revision
+        shortcuts += cache.incremental
+    assert shortcuts <= len(sequence) - 1
+
+
+def test_the_shortcut_is_taken_when_only_contents_change() -> None:
+    base: Revision = {path: 0 for path in PATHS}
+    cache = DiscoveryCache()
+    discover(tree_of(base), OPTIONS, cache=cache)
+    assert not cache.incremental
+    # a pin: the layout stays, one environment is read again
+    discover(tree_of({**base, "specs/pip/requirements.txt": 1}), OPTIONS, cache=cache)
+    assert cache.incremental
+    assert cache.read == 2  # pip and piplink, whose file links to it
+    # a v2 document whose image changes: same layout decisions, the shortcut holds
+    envs = discover(tree_of({**base, "specs/v2/env.yml": 1}), OPTIONS, cache=cache)
+    assert cache.incremental
+    assert cache.read == 3  # pip and piplink again (back to 0), and v2/env.yml
+    assert any(e.path == "specs/v2/env.yml" and e.error is None for e in envs)
+    # a v2 document that now points elsewhere changes the claims: the full discovery
+    discover(tree_of({**base, "specs/v2/env.yml": 2}), OPTIONS, cache=cache)
+    assert not cache.incremental
+    # a file added: the full discovery
+    discover(
+        tree_of({k: v for k, v in base.items() if k != "specs/context/Other"}), OPTIONS, cache=cache
+    )
+    assert not cache.incremental
+
+
 def test_only_what_changed_is_parsed_and_read_again() -> None:
     base: Revision = {path: 0 for path in PATHS}
     cache = DiscoveryCache()
@@ -232,10 +296,15 @@ def test_over_real_git_trees(tmp_path: Path) -> None:
     ]
     cache = DiscoveryCache()
     reads = []
+    shortcuts = []
     for revision in steps:
         tree = GitTree(repository, _commit(repository, revision))
         fresh = summary(discover(tree, OPTIONS))
         assert summary(discover(tree, OPTIONS, cache=cache)) == fresh, revision
         reads.append(cache.read)
+        shortcuts.append(cache.incremental)
     assert reads[0] > reads[1] > 0
+    # in place: a conda file, then (last) link targets and a v2 image; not in place: a link
+    # turned into a file, a removal, and the file back
+    assert shortcuts == [False, True, False, False, False, True]
     assert reads[-1] < reads[0]

@@ -570,6 +570,10 @@ class GitTree:
         data: bytes = blob.read_raw()
         return data if len(data) <= max_bytes + 1 else data[: max_bytes + 1]
 
+    def modified_since(self, previous: str) -> set[str] | None:
+        """Paths changed in place since tree `previous` (None: anything else changed)."""
+        return _modified_paths(self.repository, previous, self.root)
+
     def object_id(self, path: str) -> str | None:
         """The object id at `path` ('' is the root): a tree for a folder, a blob for a file."""
         if not path:
@@ -587,6 +591,50 @@ class GitTree:
         if entry.type == ObjectType.COMMIT:
             return None
         return str(entry.id)
+
+
+def _kind_of(mode: int) -> str:
+    if mode == _MODE_TREE:
+        return "folder"
+    if mode == _MODE_COMMIT:
+        return "submodule"
+    return "link" if mode == _MODE_LINK else "file"
+
+
+def _modified_paths(repository: pygit2.Repository, old: str, new: pygit2.Tree) -> set[str] | None:
+    """`GitTree.modified_since`: the two trees compared by object id, descending only into
+    folders whose id differs, so the cost is that of the change (libgit2's own tree diff reads
+    far more of a large tree)."""
+    try:
+        before = repository.get(old)
+    except ValueError:
+        return None
+    if not isinstance(before, pygit2.Tree):
+        return None
+    paths: set[str] = set()
+    stack: list[tuple[str, pygit2.Tree, pygit2.Tree]] = [("", before, new)]
+    while stack:
+        prefix, old_tree, new_tree = stack.pop()
+        if old_tree.id == new_tree.id:
+            continue
+        olds = {item.raw_name: item for item in old_tree}
+        news = {item.raw_name: item for item in new_tree}
+        if olds.keys() != news.keys():
+            return None  # something added, removed or renamed
+        for raw, item in news.items():
+            was = olds[raw]
+            if was.id == item.id and was.filemode == item.filemode:
+                continue
+            old_mode, new_mode = int(was.filemode), int(item.filemode)
+            path = prefix + (raw or b"").decode("utf-8", "surrogateescape")
+            kinds = {_kind_of(old_mode), _kind_of(new_mode)}
+            if kinds == {"folder"}:
+                stack.append((path + "/", was, item))  # type: ignore[arg-type]
+            elif len(kinds) > 1 or "submodule" in kinds:
+                return None  # a folder, a submodule or a link became something else
+            else:
+                paths.add(path)
+    return paths
 
 
 def _list_tree(

@@ -94,6 +94,12 @@ class IdentifiedTree(SourceTree, Protocol):
         """The id of the file, symlink or folder at `path` ('' is the root); None if missing."""
         ...
 
+    def modified_since(self, previous: str) -> set[str] | None:
+        """The paths whose content changed since the tree of id `previous`, when the change
+        only modified files and symlinks in place (none added, removed or of another type);
+        None otherwise, or when it cannot tell. Optional."""
+        ...
+
 
 Inputs = tuple[tuple[str, str | None], ...]
 """(path, object id) of everything one environment's reading depended on."""
@@ -117,12 +123,47 @@ class DiscoveryCache:
         """YAML files parsed by the last discovery (the others came from the cache)."""
         self.read = 0
         """Environments read by the last discovery (the others came from the cache)."""
+        self.last: _Last | None = None
+        self.incremental = False
+        """The last discovery took the shortcut for changes that leave the layout as it was."""
 
     def bind(self, options: DiscoveryOptions) -> None:
         if self.options != options:
             self.options = options
             self.yaml = {}
             self.envs = {}
+            self.last = None
+
+
+Queued = tuple[str, Kind, str, tuple[str, ...]]
+"""An environment to read: name, kind, path and what its reader needs besides the tree."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Last:
+    """The layout the last discovery found: what a tree that only modified files can reuse."""
+
+    tree_id: str
+    yaml: dict[str, Any]
+    """Every YAML document discovery parsed, by path."""
+    linked: tuple[str, ...]
+    """Those of them that are symlinks: their blob says nothing of the content they lead to."""
+    structure: list[Environment | Queued]
+    """In order: environments refused outright, and environments to read."""
+
+
+def _shape(doc: Any, path: str) -> tuple[Any, ...]:
+    """What discovery's layout decisions read from a YAML document (see `discover_folder`)."""
+    if isinstance(doc, SpecError):
+        return ("refused", str(doc))
+    if is_v2_document(doc):
+        name = doc.get("name")
+        return ("v2", name if isinstance(name, str) else None, referenced_paths(doc, path))
+    return ("conda",) if is_conda_document(doc) else ("other",)
+
+
+def _same_ids(object_id: Callable[[str], str | None], inputs: Inputs) -> bool:
+    return all(object_id(path) == oid for path, oid in inputs)
 
 
 def _within(path: str, folders: set[str]) -> bool:
@@ -160,7 +201,8 @@ class _Discovery:
         self.ignoring = bool(self.ignore.patterns)
         self.yaml: dict[str, Any] = {}
         self.found: list[Environment] = []
-        self.queued: list[tuple[int, str, Kind, str, Callable[[], Environment]]] = []
+        self.queued: list[tuple[int, str, Kind, str, tuple[str, ...]]] = []
+        self.structure: list[Environment | Queued] = []
         self._files_in: dict[str, list[str]] = {}
 
     def visible(self, path: str) -> bool:
@@ -230,12 +272,36 @@ class _Discovery:
         except SpecError as exc:
             return exc
 
-    def add(self, name: str, kind: Kind, path: str, read: Callable[[], Environment]) -> None:
+    def add(self, name: str, kind: Kind, path: str, recipe: tuple[str, ...] = ()) -> None:
         """Queue an environment to read (`read_queued`); it keeps its place in `found`."""
-        self.queued.append((len(self.found), name, kind, path, read))
+        self.structure.append((name, kind, path, recipe))
+        self.queue(name, kind, path, recipe)
+
+    def queue(self, name: str, kind: Kind, path: str, recipe: tuple[str, ...]) -> None:
+        self.queued.append((len(self.found), name, kind, path, recipe))
         self.found.append(_UNREAD)
 
-    def read_queued(self) -> None:
+    def refuse(self, env: Environment) -> None:
+        """An environment refused by discovery itself (it is not read)."""
+        self.structure.append(env)
+        self.found.append(env)
+
+    def reader(self, kind: Kind, path: str, recipe: tuple[str, ...]) -> Environment:
+        """Read the environment `add` queued, from this discovery's tree and documents."""
+        view, base = self.view, self.options.default_base_image
+        if kind == "aml-v1":
+            return read_aml_v1(view, path)
+        if kind == "aml-v2":
+            return read_aml_v2(view, path, self.yaml[path])
+        if kind == "dockerfile":
+            return read_dockerfile(view, path)
+        if kind == "conda":
+            return read_conda(path, recipe[0], self.yaml[recipe[0]], base)
+        return read_pip(view, path, base)
+
+    def read_queued(self, unchanged: Callable[[Inputs], bool] | None = None) -> None:
+        """Read what is queued; with a cache, reuse each environment whose inputs are
+        `unchanged` (by default: every input path still has the object id it had)."""
         cache, object_id = self.cache, self.object_id
         if cache is None or object_id is None:
             envs = self.run_jobs(self.read_one, len(self.queued))
@@ -243,16 +309,18 @@ class _Discovery:
                 self.found[place] = env
             self.queued.clear()
             return
+        if unchanged is None:
+            unchanged = partial(_same_ids, object_id)
         kept: dict[tuple[str, str, str], tuple[Environment, Inputs]] = {}
         todo = []
-        for place, name, kind, path, read in self.queued:
+        for place, name, kind, path, recipe in self.queued:
             key = (kind, name, path)
             found = cache.envs.get(key)
-            if found is not None and all(object_id(p) == oid for p, oid in found[1]):
+            if found is not None and unchanged(found[1]):
                 self.found[place] = found[0]
                 kept[key] = found
             else:
-                todo.append((place, name, kind, path, read))
+                todo.append((place, name, kind, path, recipe))
         self.queued = todo
         for (place, name, kind, path, _), (fresh, inputs) in zip(
             todo, self.run_jobs(self.read_recorded, len(todo)), strict=True
@@ -284,9 +352,9 @@ class _Discovery:
 
     def _read(self, index: int) -> tuple[Environment, bool]:
         """The environment, and False when reading it failed in a way nobody foresaw."""
-        _, name, kind, path, read = self.queued[index]
+        _, name, kind, path, recipe = self.queued[index]
         try:
-            return read(), True
+            return self.reader(kind, path, recipe), True
         except SpecError as exc:
             return Environment(exc.env_name or name, kind, path, (path,), error=exc), True
         except Exception as exc:
@@ -294,6 +362,8 @@ class _Discovery:
             return Environment(name, kind, path, (path,), error=error), False
 
     def run(self) -> list[Environment]:
+        if self.incremental():
+            return self.finish()
         if not self.view.is_folder(self.root) or self.root in self.view.entries:
             raise RootError(f"root {self.root!r} is not a folder of the repository")
         folders = list(self.folders())
@@ -324,16 +394,67 @@ class _Discovery:
                     claimed.add(folder)
             self.discover_folder(folder, claimed_files, folder in claimed, skip)
         self.read_queued()
+        self.remember(self.yaml, tuple(p for p in self.yaml if self.view.entries[p].kind != "file"))
         return self.finish()
+
+    def incremental(self) -> bool:
+        """The shortcut for a tree that only modified files since the last discovery (the usual
+        commit): when no YAML document changed what discovery decides from it, the layout is
+        the last one, and only environments whose inputs changed are read again. False when
+        the shortcut does not apply (nothing done)."""
+        cache, object_id = self.cache, self.object_id
+        last = cache.last if cache is not None else None
+        modified_since = getattr(self.view.tree, "modified_since", None)
+        if cache is None or object_id is None or last is None or modified_since is None:
+            return False
+        modified: set[str] | None = modified_since(last.tree_id)
+        if modified is None:
+            return False
+        yaml = dict(last.yaml)
+        again = sorted({p for p in modified if p in yaml}.union(last.linked))
+        docs = self.run_jobs(partial(self.parse_one, again), len(again))
+        for path, doc in zip(again, docs, strict=True):
+            if _shape(doc, path) != _shape(yaml[path], path):
+                return False
+            yaml[path] = doc
+            if path not in last.linked:
+                cache.yaml[(path, object_id(path) or "")] = doc
+        cache.parsed = len(again)
+        self.yaml = yaml
+        self.view.parsed_yaml = {p: d for p, d in yaml.items() if not isinstance(d, SpecError)}
+        changed: set[str] = set()
+        for path in modified:
+            while path not in changed:
+                changed.add(path)
+                if not path:
+                    break
+                path = parent(path)
+        for item in last.structure:
+            if isinstance(item, Environment):
+                self.refuse(item)
+            else:
+                self.structure.append(item)
+                self.queue(*item)
+        self.read_queued(lambda inputs: not any(path in changed for path, _ in inputs))
+        self.remember(yaml, last.linked)
+        cache.incremental = True
+        return True
+
+    def remember(self, yaml: dict[str, Any], linked: tuple[str, ...]) -> None:
+        """Keep this discovery's layout for the next one (`incremental`)."""
+        if self.cache is None or self.object_id is None:
+            return
+        tree_id = self.object_id("")
+        self.cache.incremental = False
+        self.cache.last = _Last(tree_id, yaml, linked, self.structure) if tree_id else None
 
     def discover_folder(
         self, folder: str, claimed_files: set[str], claimed: bool, skip: set[str]
     ) -> None:
-        view = self.view
         files = self.files_in(folder)
         names = {posixpath.basename(p) for p in files}
         if DEFINITION in names:
-            self.add(folder_name(folder), "aml-v1", folder, lambda: read_aml_v1(view, folder))
+            self.add(folder_name(folder), "aml-v1", folder)
             return
         yaml_files = [p for p in files if p in self.yaml]
         has_v2 = False
@@ -343,15 +464,15 @@ class _Discovery:
                 has_v2 = True
                 stem = posixpath.splitext(posixpath.basename(path))[0]
                 name = doc.get("name") if isinstance(doc.get("name"), str) else stem
-                self.add(name, "aml-v2", path, partial(read_aml_v2, view, path, doc))
+                self.add(name, "aml-v2", path)
             elif isinstance(doc, SpecError) and path not in claimed_files:
                 stem = posixpath.splitext(posixpath.basename(path))[0]
-                self.found.append(Environment(stem, "unknown", path, (path,), error=doc))
+                self.refuse(Environment(stem, "unknown", path, (path,), error=doc))
         if has_v2 or claimed:
             return
         name = folder_name(folder)
         if DOCKERFILE in names:
-            self.add(name, "dockerfile", folder, lambda: read_dockerfile(view, folder))
+            self.add(name, "dockerfile", folder)
             skip.add(folder)
             return
         conda_files = [
@@ -360,23 +481,21 @@ class _Discovery:
         broken = [
             p for p in yaml_files if p not in claimed_files and isinstance(self.yaml[p], SpecError)
         ]
-        base = self.options.default_base_image
         if broken and (conda_files or REQUIREMENTS in names):
             # The broken file may be this folder's conda spec: never build a fallback instead.
             listed = ", ".join(broken)
             error = SpecError(
                 broken[0], f"cannot tell this folder's environment: {listed} does not parse"
             )
-            self.found.append(Environment(name, "conda", folder, tuple(broken), error=error))
+            self.refuse(Environment(name, "conda", folder, tuple(broken), error=error))
         elif len(conda_files) > 1:
             listed = ", ".join(posixpath.basename(p) for p in conda_files)
             error = SpecError(folder or ".", f"several conda files ({listed}); keep one per folder")
-            self.found.append(Environment(name, "conda", folder, tuple(conda_files), error=error))
+            self.refuse(Environment(name, "conda", folder, tuple(conda_files), error=error))
         elif conda_files:
-            path = conda_files[0]
-            self.add(name, "conda", folder, lambda: read_conda(folder, path, self.yaml[path], base))
+            self.add(name, "conda", folder, (conda_files[0],))
         elif REQUIREMENTS in names:
-            self.add(name, "pip", folder, lambda: read_pip(view, folder, base))
+            self.add(name, "pip", folder)
 
     def named(self, env: Environment) -> Environment:
         """`env` with its registry repository (or refused for a name that cannot be one)."""

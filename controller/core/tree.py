@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import posixpath
 import stat
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -123,6 +123,7 @@ class TreeView:
         self.limits = limits
         self._entries = tree.entries()
         self._children: dict[str, list[str]] | None = None
+        self._object_id: Callable[[str], str | None] | None = getattr(tree, "object_id", None)
         self.parsed_yaml: dict[str, Any] = {}
         """YAML files already parsed without error, by tree path (filled by discovery), so a
         reader that needs one again (a v2 `conda_file`) does not read and parse it twice."""
@@ -163,10 +164,15 @@ class TreeView:
         if self.recording is None:
             return
         if path not in self._entries:
-            children = self.children()
-            while path and path not in children:
+            while path and not self._is_folder(path):
                 path = parent(path)
         self.recording.add(path)
+
+    def _is_folder(self, path: str) -> bool:
+        # A tree with object ids answers without the index of every folder (`children`).
+        if self._object_id is not None and self._children is None:
+            return path not in self._entries and self._object_id(path) is not None
+        return path in self.children()
 
     def depend_on(self, path: str) -> None:
         """Record what reading `path` depends on (its symlinks and where they lead)."""
