@@ -648,6 +648,13 @@ def run_command(config_path: str, log_level: str) -> None:
     except ValueError as exc:
         click.echo(f"envship: invalid configuration: {config_path}: {redact(str(exc))}", err=True)
         sys.exit(2)
+    elector = None
+    if config.leaderElection.enabled:
+        try:
+            elector = leader_elector(config.leaderElection, controller)
+        except Exception as exc:  # LeaseError (its module loads only when enabled)
+            click.echo(f"envship: leader election: {redact(str(exc))}", err=True)
+            sys.exit(2)
     logs.configure(log_level.upper())
     app = make_app(
         controller,
@@ -656,7 +663,9 @@ def run_command(config_path: str, log_level: str) -> None:
         max_body=config.http.max_body,
     )
     try:
-        finished = asyncio.run(serve(controller, app, config.http.port, config.intervals.grace))
+        finished = asyncio.run(
+            serve(controller, app, config.http.port, config.intervals.grace, elector)
+        )
     except OSError as exc:
         logging.getLogger("envship").error(
             "cannot serve on port %d: %s", config.http.port, exc.strerror or exc
@@ -668,9 +677,69 @@ def run_command(config_path: str, log_level: str) -> None:
         os._exit(0)
 
 
-async def serve(controller: Any, app: Any, port: int, grace: float) -> bool:
+EXIT_LEASE_LOST = 3
+"""`envship run` lost the leader lease (`lease_lost`)."""
+
+
+def leader_elector(section: Any, controller: Any) -> Any:
+    """The elector for the `leaderElection` section: it starts `controller` once it holds the
+    Lease and ends the process if it loses it (`lease_lost`). Raises LeaseError when there is no
+    namespace or no Kubernetes credentials."""
+    from controller.adapters.lease import (  # noqa: PLC0415 - kubernetes is slow to import
+        LeaderElector,
+        LeaseSettings,
+        coordination_api,
+        default_identity,
+        default_namespace,
+    )
+
+    settings = LeaseSettings(
+        name=section.lease_name,
+        namespace=section.namespace or default_namespace(),
+        identity=section.identity or default_identity(),
+        lease_duration=section.lease_duration,
+        renew_deadline=section.renew_deadline,
+        retry_period=section.retry_period,
+    )
+
+    def started() -> None:
+        if not controller.stopping():  # SIGTERM came first: stay stopped
+            controller.start()
+
+    elector = LeaderElector(
+        settings, coordination_api(), on_started_leading=started, on_stopped_leading=lease_lost
+    )
+    controller.election = elector
+    return elector
+
+
+def lease_lost() -> None:
+    """The leader lease was lost (not renewed within `renewDeadlineSeconds`, or another replica
+    holds it): end the process at once, with status `EXIT_LEASE_LOST`, as controller-runtime
+    does; Kubernetes restarts the container, which campaigns again as a follower.
+
+    Why not stop the controller cleanly and stay up as a follower: a clean stop lets the running
+    reconcile finish (up to `intervals.grace`, 300 s by default) while another replica already
+    leads, so two replicas would build and push at the same time, and a build runs in threads
+    that cannot be interrupted. Exiting stops them now, and the restarted process keeps nothing
+    from its time as leader (backoffs, caches, a half-done reconcile). What is lost is cheap:
+    builds are idempotent, and the new leader redoes one that was cut short. The lease is not
+    released: another replica may hold it already."""
+    logging.getLogger("envship").error(
+        "lost the leader lease: exiting (status %d) so that no two replicas reconcile",
+        EXIT_LEASE_LOST,
+    )
+    logging.shutdown()
+    os._exit(EXIT_LEASE_LOST)
+
+
+async def serve(controller: Any, app: Any, port: int, grace: float, elector: Any = None) -> bool:
     """Serve `app` until SIGTERM or SIGINT, then stop `controller` (readiness turns 503 at
-    once, triggers stop, a running reconcile gets `grace` seconds). True when it finished."""
+    once, triggers stop, a running reconcile gets `grace` seconds). True when it finished.
+
+    With an `elector` (leader election) HTTP is served at once, the controller starts when the
+    elector holds the Lease, and after the controller stopped the Lease is released, so another
+    replica takes over within about one retry period."""
     from controller.web import start_server  # noqa: PLC0415
 
     log = logging.getLogger("envship")
@@ -680,10 +749,15 @@ async def serve(controller: Any, app: Any, port: int, grace: float) -> bool:
         loop.add_signal_handler(signum, stop.set)
     runner = await start_server(app, host="0.0.0.0", port=port)  # noqa: S104 - webhooks come from outside
     log.info("serving HTTP on port %d", port)
-    controller.start()
+    if elector is None:
+        controller.start()
+    else:
+        elector.start()
     await stop.wait()
     log.info("stopping: triggers stopped, a running reconcile gets %.0f s", grace)
     finished = bool(await loop.run_in_executor(None, controller.stop, grace))
+    if elector is not None:
+        await loop.run_in_executor(None, elector.stop)  # releases the lease if it holds it
     await runner.cleanup()
     log.info("stopped" if finished else "stopped with a reconcile still running")
     return finished

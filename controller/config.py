@@ -12,7 +12,14 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -122,6 +129,48 @@ class Secrets(Model):
     ttl: float = Field(default=300.0, ge=0)
 
 
+class LeaderElection(Model):
+    """Several replicas: only the holder of a coordination.k8s.io/v1 Lease reconciles."""
+
+    enabled: bool = False
+    lease_name: str = Field(
+        default="envship",
+        alias="leaseName",
+        max_length=253,
+        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$",
+    )
+    namespace: str | None = Field(
+        default=None,
+        max_length=63,
+        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+        description="default: POD_NAMESPACE, then the service account's namespace",
+    )
+    identity: str | None = Field(
+        default=None, min_length=1, description="default: POD_NAME, then the host name"
+    )
+    lease_duration: float = Field(
+        default=15.0, alias="leaseDurationSeconds", gt=0, allow_inf_nan=False
+    )
+    renew_deadline: float = Field(
+        default=10.0, alias="renewDeadlineSeconds", gt=0, allow_inf_nan=False
+    )
+    retry_period: float = Field(default=2.0, alias="retryPeriodSeconds", gt=0, allow_inf_nan=False)
+
+    @model_validator(mode="after")
+    def _durations(self) -> LeaderElection:
+        if self.renew_deadline >= self.lease_duration:
+            raise ValueError(
+                f"renewDeadlineSeconds ({self.renew_deadline:g}) must be less than "
+                f"leaseDurationSeconds ({self.lease_duration:g})"
+            )
+        if self.retry_period >= self.renew_deadline:
+            raise ValueError(
+                f"retryPeriodSeconds ({self.retry_period:g}) must be less than "
+                f"renewDeadlineSeconds ({self.renew_deadline:g})"
+            )
+        return self
+
+
 class Config(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="ENVSHIP_",
@@ -139,6 +188,10 @@ class Config(BaseSettings):
     webhooks: Webhooks = Webhooks()
     gc: Gc = Gc()
     secrets: Secrets = Secrets()
+    # Not `leader_election` with an alias: pydantic-settings would read an alias from the bare
+    # environment variable LEADERELECTION (no prefix), and a file's `leaderElection` would hide
+    # ENVSHIP_LEADER_ELECTION__*. Spelt as in the file, it is ENVSHIP_LEADERELECTION__<KEY>.
+    leaderElection: LeaderElection = LeaderElection()
 
     @classmethod
     def settings_customise_sources(

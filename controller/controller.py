@@ -95,6 +95,15 @@ class Runner(Protocol):
     def close(self) -> None: ...
 
 
+class Election(Protocol):
+    """Leader election (`controller.adapters.lease.LeaderElector`): with one, the controller
+    reconciles only while it leads. `is_leader` only reads a flag."""
+
+    def is_leader(self) -> bool: ...
+
+    def describe(self) -> dict[str, Any]: ...
+
+
 class SyncRunner:
     """One `Sync` per reconcile. Registry clients (and what they learnt) are kept between
     reconciles; `fresh=True` (a full resync) starts from new ones, so nothing cached is trusted."""
@@ -212,6 +221,10 @@ def change_key(tree: SourceTree, env: Environment) -> Key:
 class Controller:
     """Implements `controller.web.ControllerPort`. `start()` it, `stop(grace)` it."""
 
+    election: Election | None = None
+    """With leader election: `start()` it once leading; triggers are refused, readiness is off
+    and `/status` shows the leader while it does not lead."""
+
     def __init__(
         self,
         source: Source,
@@ -277,6 +290,8 @@ class Controller:
         with self._cond:
             if self._stopping:
                 raise RuntimeError("the controller is stopping")
+            if not self.leading():
+                raise RuntimeError("not the leader")
             self._requested += 1
             self._reasons[reason] = self._reasons.get(reason, 0) + 1
             self._full = self._full or full
@@ -297,10 +312,17 @@ class Controller:
                 self._cond.wait(remaining)
 
     def status(self) -> dict[str, Any]:
-        return self.board.snapshot()
+        snapshot = self.board.snapshot()
+        if self.election is not None:
+            snapshot["leader_election"] = self.election.describe()
+        return snapshot
 
     def ready(self) -> bool:
-        return self._reconciled_once
+        return self._reconciled_once and self.leading()
+
+    def leading(self) -> bool:
+        """True without leader election; with it, while this replica holds the lease."""
+        return self.election is None or self.election.is_leader()
 
     def stopping(self) -> bool:
         return self._stopping
@@ -801,6 +823,7 @@ def from_config(
 
 __all__ = [
     "Controller",
+    "Election",
     "GcPolicy",
     "Runner",
     "Source",

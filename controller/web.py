@@ -8,14 +8,16 @@
   `wait`, waits for the reconcile that serves it and returns its outcome
 - `GET /status`: the status board's snapshot (JSON)
 - `GET /healthz`: liveness, 200 while the process serves; depends on nothing external
-- `GET /readyz`: 200 after the first reconcile; 503 before it and while stopping
+- `GET /readyz`: 200 after the first reconcile; 503 before it, while stopping, and (with leader
+  election) while another replica leads, so that a Service sends webhooks to the leader
 - `GET /metrics`: Prometheus text exposition
 
 Webhooks: 202 `{"ticket": N}` when verified and a reconcile was requested; 401 when the signature,
 token or credentials are missing, malformed or wrong (nothing is triggered); 413 over the body
 cap (Content-Length checked first, then the body is read with a hard limit); 415 for a
 compressed body (the signature covers the bytes sent, and a small compressed body can inflate);
-503 while stopping or when the secret cannot be read. The payload is never parsed: it only
+503 while stopping, when the secret cannot be read, or on a replica that does not lead (leader
+election). The payload is never parsed: it only
 triggers a reconcile, which fetches from git itself. Requests coalesce in the controller, so a
 flood of hooks is one pending reconcile.
 
@@ -99,6 +101,9 @@ class ControllerPort(Protocol):
         """True once shutdown began: triggers are refused."""
         ...
 
+    # Optional: `leading() -> bool` (only reads a flag), False on a replica that does not hold
+    # the leader lease: it is not ready and refuses triggers (503 "not the leader").
+
 
 @dataclass(frozen=True)
 class WebhookSecrets:
@@ -173,6 +178,12 @@ class Metrics:
             "envship_webhooks_total",
             "Webhook requests by provider and result.",
             ["provider", "result"],
+            registry=r,
+        )
+        self.leader = Gauge(
+            "envship_leader",
+            "1 while this replica reconciles: it holds the leader lease, or leader election is "
+            "off; 0 while another replica leads.",
             registry=r,
         )
         self._info: dict[str, tuple[str, str, str, str]] = {}
@@ -317,6 +328,15 @@ class _Server:
         except Exception:
             return True
 
+    def _leading(self) -> bool:
+        leading = getattr(self.controller, "leading", None)
+        if leading is None:
+            return True
+        try:
+            return bool(leading())
+        except Exception:
+            return False
+
     # -- webhooks
 
     async def _webhook(
@@ -328,6 +348,9 @@ class _Server:
         if self._stopping():
             self.metrics.webhook(provider, "stopping")
             return _json({"error": "stopping"}, 503)
+        if not self._leading():
+            self.metrics.webhook(provider, "not_leader")
+            return _json({"error": "not the leader"}, 503)
         length = request.content_length
         if length is not None and length > self.max_body:
             return self._too_large(provider)
@@ -410,6 +433,8 @@ class _Server:
     async def reconcile(self, request: web.Request) -> web.Response:
         if self._stopping():
             return _json({"error": "stopping"}, 503)
+        if not self._leading():
+            return _json({"error": "not the leader"}, 503)
         try:
             verdict = await self._call(self._verify_bearer, request.headers)
         except SecretUnavailable as exc:
@@ -460,6 +485,8 @@ class _Server:
     async def readyz(self, _request: web.Request) -> web.Response:
         if self._stopping():
             return _json({"ready": False, "reason": "stopping"}, 503)
+        if not self._leading():
+            return _json({"ready": False, "reason": "not the leader"}, 503)
         try:
             ready = bool(self.controller.ready())
         except Exception:
@@ -469,7 +496,10 @@ class _Server:
         return _json({"ready": True})
 
     async def metrics_text(self, _request: web.Request) -> web.Response:
+        leading = self._leading()
+
         def render() -> bytes:
+            self.metrics.leader.set(1 if leading else 0)
             try:
                 environments = self.controller.status().get("environments", [])
             except Exception as exc:
