@@ -1,0 +1,812 @@
+"""The Helm chart (helm/envship), rendered offline with Helm's own engine (helm-python-sdk).
+
+For every value set in tests/chart/: each manifest validates against Kubernetes' schemas in
+strict mode (one fixed version), Helm's lint passes, the controller container meets Pod Security
+"restricted", docker-in-docker is the only privileged container and gets no token, and the
+rendered config.yaml is one the controller loads. The values schema refuses malformed values.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import os
+import tomllib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import helm_python
+import kubernetes_validate
+import pytest
+import yaml
+from kubernetes_validate.utils import SchemaNotFoundError
+from pydantic import BaseModel
+
+from controller.config import Config, load
+
+ROOT = Path(__file__).resolve().parent.parent
+CHART = ROOT / "helm" / "envship"
+CASES_DIR = Path(__file__).resolve().parent / "chart"
+AKS_EXAMPLE = ROOT / "deploy" / "azure" / "values-aks.yaml"
+
+KUBE_VERSION = "1.31.0"
+"""Every manifest is validated against this Kubernetes version's schemas (and linted for it)."""
+RELEASE = "envship"
+NAMESPACE = "envship"
+
+CASES = (
+    "defaults",
+    "workload-identity",
+    "dind",
+    "remote",
+    "replicas",
+    "monitoring-ingress",
+    "secrets-store-csi",
+    "aks-example",
+)
+EXAMPLE_IDS = {
+    "clientId": "11111111-2222-3333-4444-555555555555",
+    "tenantId": "66666666-7777-8888-9999-000000000000",
+}
+"""What docs/deploy.md passes with --set along with deploy/azure/values-aks.yaml."""
+CRD_KINDS = frozenset({"ServiceMonitor", "SecretProviderClass"})
+"""Custom resources: Kubernetes has no schema for them, so their shape is asserted instead."""
+
+CONTROLLER = "envship"
+DIND = "dind"
+SOCKET = "unix:///run/docker/docker.sock"
+API_TOKEN_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+CHART_MANAGED_CONFIG = frozenset({"leaderElection"})
+"""Sections of the controller's configuration that the chart writes, not the user."""
+
+Manifest = dict[str, Any]
+Values = dict[str, Any]
+
+
+# -- rendering -----------------------------------------------------------------------------------
+
+
+@functools.cache
+def chart() -> helm_python.Chart:
+    return helm_python.Chart.load(CHART)
+
+
+def case_values(case: str) -> Values:
+    """tests/chart/CASE.yaml, or ("aks-example") the documented example with its --set values."""
+    path = AKS_EXAMPLE if case == "aks-example" else CASES_DIR / f"{case}.yaml"
+    values: Values = yaml.safe_load(path.read_text(encoding="utf-8"))
+    if case == "aks-example":
+        values["azureWorkloadIdentity"].update(EXAMPLE_IDS)
+    return values
+
+
+def render_files(values: Values) -> dict[str, str]:
+    files = chart().render(values, name=RELEASE, namespace=NAMESPACE)
+    return {Path(path).name: text for path, text in files.items()}
+
+
+def render(values: Values) -> list[Manifest]:
+    manifests: list[Manifest] = []
+    for name, text in render_files(values).items():
+        if name.endswith(".yaml"):
+            manifests.extend(doc for doc in yaml.safe_load_all(text) if doc)
+    return manifests
+
+
+@functools.cache
+def _rendered(case: str) -> str:
+    return yaml.safe_dump_all(render(case_values(case)))
+
+
+def rendered(case: str) -> list[Manifest]:
+    """The case's manifests (a fresh copy each time: tests may not share mutations)."""
+    return [doc for doc in yaml.safe_load_all(_rendered(case)) if doc]
+
+
+def of_kind(manifests: list[Manifest], kind: str) -> list[Manifest]:
+    return [m for m in manifests if m["kind"] == kind]
+
+
+def one(manifests: list[Manifest], kind: str) -> Manifest:
+    found = of_kind(manifests, kind)
+    assert len(found) == 1, f"expected one {kind}, found {len(found)}"
+    return found[0]
+
+
+def pod_spec(manifests: list[Manifest]) -> dict[str, Any]:
+    spec: dict[str, Any] = one(manifests, "Deployment")["spec"]["template"]["spec"]
+    return spec
+
+
+def all_containers(pod: dict[str, Any]) -> list[dict[str, Any]]:
+    containers: list[dict[str, Any]] = pod.get("initContainers", []) + pod["containers"]
+    return containers
+
+
+def container(pod: dict[str, Any], name: str) -> dict[str, Any]:
+    found = [c for c in all_containers(pod) if c["name"] == name]
+    assert len(found) == 1, f"expected one container {name!r}, found {len(found)}"
+    return found[0]
+
+
+def env(c: dict[str, Any]) -> dict[str, Any]:
+    """A container's environment: name -> value, or the valueFrom mapping."""
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in c.get("env", [])}
+
+
+def mounts(c: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {m["name"]: m for m in c.get("volumeMounts", [])}
+
+
+def volumes(pod: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {v["name"]: v for v in pod.get("volumes", [])}
+
+
+def config_text(manifests: list[Manifest]) -> str:
+    text: str = one(manifests, "ConfigMap")["data"]["config.yaml"]
+    return text
+
+
+def rendered_config(manifests: list[Manifest]) -> dict[str, Any]:
+    config: dict[str, Any] = yaml.safe_load(config_text(manifests))
+    return config
+
+
+def is_dind(case: str) -> bool:
+    return bool(case_values(case)["engine"]["mode"] == "dind")
+
+
+@pytest.fixture(autouse=True)
+def _no_config_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The controller's loader reads ENVSHIP_* overrides: none may leak in from the shell."""
+    for name in list(os.environ):
+        if name.startswith("ENVSHIP_"):
+            monkeypatch.delenv(name)
+
+
+# -- Pod Security "restricted", as the admission controller checks it ---------------------------
+
+RESTRICTED_VOLUMES = frozenset(
+    {
+        "configMap",
+        "csi",
+        "downwardAPI",
+        "emptyDir",
+        "ephemeral",
+        "persistentVolumeClaim",
+        "projected",
+        "secret",
+    }
+)
+
+
+def restricted_violations(pod: dict[str, Any], c: dict[str, Any]) -> list[str]:
+    """What keeps container `c` of `pod` from Pod Security "restricted" (v1.31 rules)."""
+    problems: list[str] = []
+    pod_sc: dict[str, Any] = pod.get("securityContext", {})
+    sc: dict[str, Any] = c.get("securityContext", {})
+    for host in ("hostNetwork", "hostPID", "hostIPC"):
+        if pod.get(host):
+            problems.append(host)
+    if sc.get("privileged"):
+        problems.append("privileged")
+    if sc.get("allowPrivilegeEscalation") is not False:
+        problems.append("allowPrivilegeEscalation is not false")
+    if sc.get("runAsNonRoot", pod_sc.get("runAsNonRoot")) is not True:
+        problems.append("runAsNonRoot is not true")
+    if sc.get("runAsUser", pod_sc.get("runAsUser")) == 0:
+        problems.append("runAsUser 0")
+    seccomp = sc.get("seccompProfile", pod_sc.get("seccompProfile", {})).get("type")
+    if seccomp not in ("RuntimeDefault", "Localhost"):
+        problems.append(f"seccompProfile {seccomp}")
+    capabilities = sc.get("capabilities", {})
+    if "ALL" not in capabilities.get("drop", []):
+        problems.append("capabilities do not drop ALL")
+    if set(capabilities.get("add", [])) - {"NET_BIND_SERVICE"}:
+        problems.append("capabilities added")
+    if any(p.get("hostPort") for p in c.get("ports", [])):
+        problems.append("hostPort")
+    if sc.get("procMount", "Default") != "Default":
+        problems.append("procMount")
+    for volume in pod.get("volumes", []):
+        kinds = set(volume) - {"name"}
+        if not kinds <= RESTRICTED_VOLUMES:
+            problems.append(f"volume {volume['name']}: {sorted(kinds)}")
+    return problems
+
+
+# -- every case ----------------------------------------------------------------------------------
+
+
+def test_cases_are_all_listed() -> None:
+    assert sorted(p.stem for p in CASES_DIR.glob("*.yaml")) == sorted(set(CASES) - {"aks-example"})
+
+
+def test_aks_example_needs_the_identity_ids() -> None:
+    values: Values = yaml.safe_load(AKS_EXAMPLE.read_text(encoding="utf-8"))
+    with pytest.raises(helm_python.HelmValuesError, match="/azureWorkloadIdentity/clientId"):
+        chart().validate_schema(values)
+    values["azureWorkloadIdentity"].update(EXAMPLE_IDS)
+    chart().validate_schema(values)
+
+
+def test_chart_metadata_follows_the_package() -> None:
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    metadata = chart().metadata
+    assert metadata["apiVersion"] == "v2"
+    assert metadata["name"] == "envship"
+    assert metadata["appVersion"] == pyproject["project"]["version"]
+    controller = container(pod_spec(rendered("defaults")), CONTROLLER)
+    assert controller["image"] == f"envship:{metadata['appVersion']}"
+    assert controller["args"] == ["run", "--config", "/etc/envship/config.yaml"]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_manifests_validate_strictly(case: str) -> None:
+    manifests = rendered(case)
+    kinds = {m["kind"] for m in manifests}
+    assert {"Deployment", "Service", "ConfigMap", "ServiceAccount"} <= kinds
+    for manifest in manifests:
+        if manifest["kind"] in CRD_KINDS:
+            # skipped on purpose, and only because Kubernetes itself has no schema for it
+            with pytest.raises(SchemaNotFoundError):
+                kubernetes_validate.validate(manifest, KUBE_VERSION, strict=True)
+            continue
+        kubernetes_validate.validate(manifest, KUBE_VERSION, strict=True)
+        assert manifest["metadata"]["namespace"] == NAMESPACE
+
+
+def test_strict_validation_catches_a_misplaced_field() -> None:
+    deployment = one(rendered("defaults"), "Deployment")
+    container(deployment["spec"]["template"]["spec"], CONTROLLER)["securityContext"][
+        "readOnlyRootFS"
+    ] = True
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(deployment, KUBE_VERSION, strict=True)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_helm_lint(case: str) -> None:
+    report = helm_python.lint(
+        CHART,
+        case_values(case),
+        strict=True,
+        namespace=NAMESPACE,
+        kube_version=f"v{KUBE_VERSION}",
+    )
+    assert report["errors"] == []
+    assert [m for m in report["messages"] if m["severity"] >= 2] == []
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_controller_container_is_restricted(case: str) -> None:
+    pod = pod_spec(rendered(case))
+    controller = container(pod, CONTROLLER)
+    sc = controller["securityContext"]
+    assert sc["runAsNonRoot"] is True
+    assert sc["runAsUser"] == 65532
+    assert sc["readOnlyRootFilesystem"] is True
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"] == {"drop": ["ALL"]}
+    assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert restricted_violations(pod, controller) == []
+    # the root file system is read-only: /tmp and the git cache are volumes
+    assert mounts(controller)["tmp"]["mountPath"] == "/tmp"
+    assert volumes(pod)["tmp"] == {"name": "tmp", "emptyDir": {}}
+    assert "git-cache" in mounts(controller)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_only_dind_is_privileged_and_it_gets_no_token(case: str) -> None:
+    manifests = rendered(case)
+    pod = pod_spec(manifests)
+    annotations = one(manifests, "Deployment")["spec"]["template"]["metadata"]["annotations"]
+    privileged = [c["name"] for c in all_containers(pod) if c["securityContext"].get("privileged")]
+    assert pod["automountServiceAccountToken"] is False
+    assert not any(pod.get(h) for h in ("hostNetwork", "hostPID", "hostIPC"))
+    assert not [v for v in pod["volumes"] if "hostPath" in v]
+    if is_dind(case):
+        assert privileged == [DIND]
+        assert annotations["azure.workload.identity/skip-containers"] == DIND
+        dind = container(pod, DIND)
+        assert dind in pod["initContainers"]
+        assert not any(name.startswith("AZURE_") for name in env(dind))
+        assert "kube-api-access" not in mounts(dind)
+        assert all(m["mountPath"] != API_TOKEN_DIR for m in dind["volumeMounts"])
+        others = [c for c in all_containers(pod) if c["name"] != DIND]
+        assert [p for c in others for p in restricted_violations(pod, c)] == []
+    else:
+        assert privileged == []
+        assert "initContainers" not in pod
+        # nothing in the pod needs more than "restricted"
+        assert [p for c in all_containers(pod) for p in restricted_violations(pod, c)] == []
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_rendered_config_loads_in_the_controller(case: str, tmp_path: Path) -> None:
+    manifests = rendered(case)
+    path = tmp_path / "config.yaml"
+    path.write_text(config_text(manifests), encoding="utf-8")
+    config = load(path)
+    pod = pod_spec(manifests)
+    controller = container(pod, CONTROLLER)
+    assert str(config.git.cache_dir) == mounts(controller)["git-cache"]["mountPath"]
+    assert config.http.port == controller["ports"][0]["containerPort"]
+    assert mounts(controller)["config"]["mountPath"] == "/etc/envship"
+    config_map = one(manifests, "ConfigMap")["metadata"]["name"]
+    assert volumes(pod)["config"]["configMap"]["name"] == config_map
+    expected = copy.deepcopy(case_values(case)["config"])
+    expected["git"].setdefault("cacheDir", "/var/cache/envship/git")
+    written = rendered_config(manifests)
+    written.pop("leaderElection", None)
+    assert written == expected
+    if "leaderElection" in rendered_config(manifests):
+        # the model must know the section (another change adds it to controller.config)
+        dumped = config.model_dump(by_alias=True)
+        assert dumped["leaderElection"]["enabled"] is True
+        assert dumped["leaderElection"]["leaseName"] == RELEASE
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_probes_and_service(case: str) -> None:
+    manifests = rendered(case)
+    controller = container(pod_spec(manifests), CONTROLLER)
+    assert controller["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    assert controller["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    assert controller["startupProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    assert controller["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
+    service = one(manifests, "Service")
+    assert service["spec"]["ports"] == [
+        {"name": "http", "port": 8080, "targetPort": "http", "protocol": "TCP"}
+    ]
+    selector = one(manifests, "Deployment")["spec"]["selector"]["matchLabels"]
+    assert service["spec"]["selector"] == selector
+    pod_labels = one(manifests, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert selector.items() <= pod_labels.items()
+    assert env(controller)["POD_NAME"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    assert env(controller)["POD_NAMESPACE"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
+
+
+# -- one case each -------------------------------------------------------------------------------
+
+
+def test_defaults_render_no_optional_objects() -> None:
+    manifests = rendered("defaults")
+    assert sorted(m["kind"] for m in manifests) == [
+        "ConfigMap",
+        "Deployment",
+        "Service",
+        "ServiceAccount",
+    ]
+    pod = pod_spec(manifests)
+    assert one(manifests, "Deployment")["spec"]["replicas"] == 1
+    assert "leaderElection" not in rendered_config(manifests)
+    assert "kube-api-access" not in volumes(pod)
+    pod_labels = one(manifests, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert "azure.workload.identity/use" not in pod_labels
+    assert "annotations" not in one(manifests, "ServiceAccount")["metadata"]
+    assert volumes(pod)["git-cache"] == {"name": "git-cache", "emptyDir": {}}
+    assert pod["terminationGracePeriodSeconds"] == 330
+
+
+def test_workload_identity() -> None:
+    manifests = rendered("workload-identity")
+    account = one(manifests, "ServiceAccount")
+    assert account["metadata"]["annotations"] == {
+        "azure.workload.identity/client-id": "11111111-2222-3333-4444-555555555555",
+        "azure.workload.identity/tenant-id": "66666666-7777-8888-9999-000000000000",
+    }
+    assert account["automountServiceAccountToken"] is False
+    template = one(manifests, "Deployment")["spec"]["template"]
+    assert template["metadata"]["labels"]["azure.workload.identity/use"] == "true"
+    assert template["spec"]["serviceAccountName"] == account["metadata"]["name"]
+
+
+def test_dind_sidecar() -> None:
+    manifests = rendered("dind")
+    pod = pod_spec(manifests)
+    dind = container(pod, DIND)
+    assert dind["restartPolicy"] == "Always"  # a native sidecar
+    assert dind["image"] == "myacr.azurecr.io/mirror/docker:28-dind"
+    assert dind["args"][0] == "dockerd"  # explicit: the image's defaults add a TCP listener
+    assert f"--host={SOCKET}" in dind["args"]
+    assert "--group=65532" in dind["args"]
+    assert "--registry-mirror=https://mirror.example.org" in dind["args"]
+    assert [a for a in dind["args"] if "tcp://" in a or a.startswith(("-H", "--tls"))] == []
+    assert "tcp" not in str(dind.get("env", []))
+    assert dind["startupProbe"]["exec"]["command"][0] == "docker"
+    assert dind["resources"]["limits"]["memory"] == "16Gi"
+    controller = container(pod, CONTROLLER)
+    assert env(controller)["DOCKER_HOST"] == SOCKET
+    assert "DOCKER_TLS_VERIFY" not in env(controller)
+    assert mounts(dind)["docker-socket"]["mountPath"] == "/run/docker"
+    assert mounts(controller)["docker-socket"]["mountPath"] == "/run/docker"
+    assert volumes(pod)["docker-socket"]["emptyDir"] == {}
+    assert mounts(dind)["docker-data"]["mountPath"] == "/var/lib/docker"
+    assert "docker-data" not in mounts(controller)
+    assert volumes(pod)["docker-data"]["emptyDir"] == {"sizeLimit": "100Gi"}
+    # the engine shares the pod's network: builds reach the private-index forwarder on loopback
+    assert "hostNetwork" not in pod
+    assert pod["terminationGracePeriodSeconds"] == 630  # intervals.grace 600 + 30
+
+
+def test_remote_engine() -> None:
+    manifests = rendered("remote")
+    pod = pod_spec(manifests)
+    controller = container(pod, CONTROLLER)
+    assert env(controller)["DOCKER_HOST"] == "tcp://builder.build.svc.cluster.local:2376"
+    assert env(controller)["DOCKER_TLS_VERIFY"] == "1"
+    cert_path = env(controller)["DOCKER_CERT_PATH"]
+    assert mounts(controller)["docker-tls"] == {
+        "name": "docker-tls",
+        "mountPath": cert_path,
+        "readOnly": True,
+    }
+    secret = volumes(pod)["docker-tls"]["secret"]
+    assert secret["secretName"] == "envship-docker-tls"
+    assert [i["key"] for i in secret["items"]] == ["ca.pem", "cert.pem", "key.pem"]
+    assert "docker-socket" not in volumes(pod)
+    annotations = one(manifests, "Deployment")["spec"]["template"]["metadata"]["annotations"]
+    assert "azure.workload.identity/skip-containers" not in annotations
+    claim = one(manifests, "PersistentVolumeClaim")
+    assert claim["spec"]["storageClassName"] == "managed-csi"
+    assert claim["spec"]["resources"]["requests"]["storage"] == "10Gi"
+    assert volumes(pod)["git-cache"]["persistentVolumeClaim"] == {
+        "claimName": claim["metadata"]["name"]
+    }
+
+
+def test_replicas_turn_leader_election_on() -> None:
+    manifests = rendered("replicas")
+    assert one(manifests, "Deployment")["spec"]["replicas"] == 3
+    assert rendered_config(manifests)["leaderElection"] == {
+        "enabled": True,
+        "leaseName": RELEASE,
+        "namespace": NAMESPACE,
+        "leaseDurationSeconds": 15,
+        "renewDeadlineSeconds": 10,
+        "retryPeriodSeconds": 2,
+    }
+    role = one(manifests, "Role")
+    granted: dict[str, set[str]] = {}
+    for rule in role["rules"]:
+        assert rule["apiGroups"] == ["coordination.k8s.io"]
+        assert rule["resources"] == ["leases"]
+        for verb in rule["verbs"]:
+            granted.setdefault(verb, set()).update(rule.get("resourceNames", ["*"]))
+    assert {"get", "create", "update"} <= granted.keys()
+    assert set(granted) <= {"get", "create", "update", "list", "watch"}
+    assert granted["get"] == {RELEASE}
+    assert granted["update"] == {RELEASE}
+    binding = one(manifests, "RoleBinding")
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": role["metadata"]["name"],
+    }
+    account = one(manifests, "ServiceAccount")["metadata"]["name"]
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": account, "namespace": NAMESPACE}
+    ]
+    # the API token, for the controller container only
+    pod = pod_spec(manifests)
+    assert pod["automountServiceAccountToken"] is False
+    sources = volumes(pod)["kube-api-access"]["projected"]["sources"]
+    assert sources[0]["serviceAccountToken"]["path"] == "token"
+    assert sources[1]["configMap"]["name"] == "kube-root-ca.crt"
+    assert sources[1]["configMap"]["items"] == [{"key": "ca.crt", "path": "ca.crt"}]
+    assert sources[2]["downwardAPI"]["items"][0]["fieldRef"]["fieldPath"] == "metadata.namespace"
+    holders = [c["name"] for c in all_containers(pod) if "kube-api-access" in mounts(c)]
+    assert holders == [CONTROLLER]
+    assert mounts(container(pod, CONTROLLER))["kube-api-access"]["mountPath"] == API_TOKEN_DIR
+    # standbys are never Ready: the budget counts unavailable pods, not available ones
+    budget = one(manifests, "PodDisruptionBudget")["spec"]
+    assert budget["maxUnavailable"] == 1
+    assert "minAvailable" not in budget
+    assert budget["unhealthyPodEvictionPolicy"] == "AlwaysAllow"
+    selector = one(manifests, "Deployment")["spec"]["selector"]["matchLabels"]
+    assert budget["selector"]["matchLabels"] == selector
+
+
+def test_leader_election_can_be_on_with_one_replica() -> None:
+    values = case_values("defaults") | {"leaderElection": {"enabled": True}}
+    manifests = render(values)
+    assert rendered_config(manifests)["leaderElection"]["enabled"] is True
+    assert len(of_kind(manifests, "Role")) == 1
+    no_rbac = render(values | {"rbac": {"create": False}})
+    assert of_kind(no_rbac, "Role") == []
+    assert "kube-api-access" in volumes(pod_spec(no_rbac))
+
+
+def test_service_monitor_and_ingress() -> None:
+    manifests = rendered("monitoring-ingress")
+    service = one(manifests, "Service")
+    monitor = one(manifests, "ServiceMonitor")
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    assert monitor["spec"]["endpoints"] == [
+        {"port": "http", "path": "/metrics", "interval": "15s", "scrapeTimeout": "10s"}
+    ]
+    assert monitor["spec"]["namespaceSelector"] == {"matchNames": [NAMESPACE]}
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= (
+        service["metadata"]["labels"].items()
+    )
+    ingress = one(manifests, "Ingress")["spec"]
+    assert ingress["ingressClassName"] == "webapprouting.kubernetes.azure.com"
+    assert ingress["tls"] == [{"secretName": "envship-tls", "hosts": ["envship.example.com"]}]
+    (rule,) = ingress["rules"]
+    assert rule["host"] == "envship.example.com"
+    backend = {"service": {"name": service["metadata"]["name"], "port": {"name": "http"}}}
+    assert rule["http"]["paths"] == [{"path": "/hooks", "pathType": "Prefix", "backend": backend}]
+
+
+def test_secrets_store_csi() -> None:
+    manifests = rendered("secrets-store-csi")
+    provider = one(manifests, "SecretProviderClass")
+    assert provider["apiVersion"] == "secrets-store.csi.x-k8s.io/v1"
+    assert provider["spec"]["provider"] == "azure"
+    parameters = provider["spec"]["parameters"]
+    assert parameters["usePodIdentity"] == "false"
+    assert parameters["clientID"] == "11111111-2222-3333-4444-555555555555"
+    assert parameters["tenantId"] == "66666666-7777-8888-9999-000000000000"
+    assert parameters["keyvaultName"] == "team-vault"
+    objects = [yaml.safe_load(item) for item in yaml.safe_load(parameters["objects"])["array"]]
+    assert objects[0] == {"objectName": "git-user", "objectType": "secret"}
+    assert objects[-1] == {
+        "objectName": "github-webhook",
+        "objectType": "secret",
+        "objectAlias": "github-webhook-secret",
+    }
+    pod = pod_spec(manifests)
+    csi = volumes(pod)["secrets-store"]["csi"]
+    assert csi == {
+        "driver": "secrets-store.csi.k8s.io",
+        "readOnly": True,
+        "volumeAttributes": {"secretProviderClass": provider["metadata"]["name"]},
+    }
+    holders = [c["name"] for c in all_containers(pod) if "secrets-store" in mounts(c)]
+    assert holders == [CONTROLLER]
+    mount = mounts(container(pod, CONTROLLER))["secrets-store"]
+    assert mount == {"name": "secrets-store", "mountPath": "/mnt/secrets", "readOnly": True}
+    # every file: reference in the configuration names a file the driver writes
+    files = {f"/mnt/secrets/{o.get('objectAlias') or o['objectName']}" for o in objects}
+    references = set(_file_references(rendered_config(manifests)))
+    assert references
+    assert references <= files
+
+
+def _file_references(node: Any) -> Iterator[str]:
+    if isinstance(node, dict):
+        for value in node.values():
+            yield from _file_references(value)
+    elif isinstance(node, str) and node.startswith("file:"):
+        yield node.removeprefix("file:")
+
+
+def test_config_changes_roll_the_pods() -> None:
+    def checksum(values: Values) -> str:
+        template = one(render(values), "Deployment")["spec"]["template"]
+        value: str = template["metadata"]["annotations"]["checksum/config"]
+        return value
+
+    base = case_values("defaults")
+    changed = copy.deepcopy(base)
+    changed["config"]["intervals"] = {"reconcile": 30}
+    assert checksum(base) == checksum(copy.deepcopy(base))
+    assert checksum(base) != checksum(changed)
+    assert checksum(base) != checksum(base | {"replicas": 2})  # leader election changes the file
+
+
+def test_notes_tell_the_webhook_url_and_how_to_see_status() -> None:
+    with_ingress = render_files(case_values("monitoring-ingress"))["NOTES.txt"]
+    assert "https://envship.example.com/hooks/github" in with_ingress
+    assert "https://envship.example.com/hooks/azure-devops" in with_ingress
+    without = render_files(case_values("defaults"))["NOTES.txt"]
+    assert "kubectl -n envship port-forward svc/envship 8080:8080" in without
+    assert "envship status --url http://127.0.0.1:8080" in without
+    assert "privileged" in without
+    remote = render_files(case_values("remote"))["NOTES.txt"]
+    assert "restricted" in remote
+    assert "tcp://builder.build.svc.cluster.local:2376" in remote
+
+
+# -- refusals ------------------------------------------------------------------------------------
+
+
+def _set(path: str, value: Any) -> Callable[[Values], None]:
+    def change(values: Values) -> None:
+        *parents, leaf = path.split(".")
+        node = values
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = value
+
+    return change
+
+
+def _drop(path: str) -> Callable[[Values], None]:
+    def change(values: Values) -> None:
+        *parents, leaf = path.split(".")
+        node = values
+        for key in parents:
+            node = node[key]
+        del node[leaf]
+
+    return change
+
+
+LITERAL = "ghp_0123456789abcdefLITERAL"
+
+BAD_VALUES: list[tuple[str, Callable[[Values], None], str]] = [
+    ("replicas-string", _set("replicas", "3"), "at '/replicas': got string, want integer"),
+    ("replicas-zero", _set("replicas", 0), "at '/replicas': minimum: got 0, want 1"),
+    ("engine-host-socket", _set("engine.mode", "host"), "at '/engine/mode': value must be one of"),
+    ("engine-unset", _drop("engine.mode"), "at '/engine/mode': value must be one of"),
+    ("git-url-missing", _drop("config.git.url"), "at '/config/git': missing property 'url'"),
+    ("registry-missing", _drop("config.registry"), "at '/config': missing property 'registry'"),
+    ("registry-url-missing", _drop("config.registry.url"), "missing property 'url'"),
+    ("unknown-top-level", _set("replica", 3), "additional properties 'replica' not allowed"),
+    (
+        "leader-election-in-config",
+        _set("config.leaderElection", {"enabled": True}),
+        "at '/config': additional properties 'leaderElection' not allowed",
+    ),
+    ("unknown-config-key", _set("config.git.branch", "main"), "'branch' not allowed"),
+    ("literal-secret", _set("config.webhooks.github", LITERAL), "at '/config/webhooks/github'"),
+    (
+        "literal-password",
+        _set("config.registry.credentials", {"username": "env:U", "password": LITERAL}),
+        "at '/config/registry/credentials/password'",
+    ),
+    ("port-range", _set("config.http.port", 70000), "at '/config/http/port': maximum"),
+    ("jobs-type", _set("config.builds.jobs", "two"), "at '/config/builds/jobs'"),
+    (
+        "remote-without-tls",
+        _set("engine", {"mode": "remote", "remote": {"host": "tcp://builder:2376"}}),
+        "at '/engine/remote/tlsSecret'",
+    ),
+    (
+        "remote-without-host",
+        _set("engine", {"mode": "remote", "remote": {"tlsSecret": "tls"}}),
+        "at '/engine/remote/host'",
+    ),
+    (
+        "remote-plain-http",
+        _set("engine", {"mode": "remote", "remote": {"host": "http://b:2375", "tlsSecret": "t"}}),
+        "at '/engine/remote/host'",
+    ),
+    (
+        "dind-tcp-listener",
+        _set("engine.dind", {"extraArgs": ["--host=tcp://0.0.0.0:2375"]}),
+        "at '/engine/dind/extraArgs/0'",
+    ),
+    (
+        "host-docker-socket",
+        _set("extraVolumes", [{"name": "docker", "hostPath": {"path": "/var/run/docker.sock"}}]),
+        "at '/extraVolumes/0'",
+    ),
+    (
+        "workload-identity-without-client",
+        _set("azureWorkloadIdentity", {"enabled": True}),
+        "at '/azureWorkloadIdentity/clientId'",
+    ),
+    ("client-id-not-a-guid", _set("azureWorkloadIdentity.clientId", "me"), "clientId"),
+    ("ingress-without-host", _set("ingress", {"enabled": True}), "at '/ingress/hosts'"),
+    ("ingress-exposes-status", _set("ingress.paths", ["/"]), "at '/ingress/paths/0'"),
+    (
+        "csi-without-objects",
+        _set("secretsStoreCsi", {"enabled": True, "keyvaultName": "team-vault"}),
+        "at '/secretsStoreCsi/objects'",
+    ),
+    (
+        "pdb-word",
+        _set("podDisruptionBudget.maxUnavailable", "one"),
+        "at '/podDisruptionBudget/maxUnavailable'",
+    ),
+    ("cache-relative", _set("config.git.cacheDir", "cache"), "at '/config/git/cacheDir'"),
+]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [pytest.param(change, message, id=name) for name, change, message in BAD_VALUES],
+)
+def test_schema_refuses(change: Callable[[Values], None], message: str) -> None:
+    values = copy.deepcopy(case_values("defaults"))
+    chart().validate_schema(values)  # the base is fine: the change alone is refused
+    change(values)
+    with pytest.raises(helm_python.HelmValuesError) as refused:
+        chart().validate_schema(values)
+    assert message in str(refused.value)
+    assert LITERAL not in str(refused.value)
+    with pytest.raises(helm_python.HelmValuesError):
+        chart().render(values, name=RELEASE, namespace=NAMESPACE)
+
+
+RENDER_REFUSALS: list[tuple[str, Values, str]] = [
+    (
+        "persistent-cache-with-replicas",
+        {"replicas": 2, "gitCache": {"persistence": {"enabled": True}}},
+        "gitCache.persistence is for one replica",
+    ),
+    (
+        "csi-without-tenant",
+        {
+            "secretsStoreCsi": {
+                "enabled": True,
+                "keyvaultName": "team-vault",
+                "clientId": "11111111-2222-3333-4444-555555555555",
+                "objects": [{"objectName": "x"}],
+            }
+        },
+        "secretsStoreCsi.tenantId",
+    ),
+    (
+        "lease-renewal-too-long",
+        {"leaderElection": {"enabled": True, "renewDeadlineSeconds": 15}},
+        "renewDeadlineSeconds",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [pytest.param(extra, message, id=name) for name, extra, message in RENDER_REFUSALS],
+)
+def test_render_refuses(extra: Values, message: str) -> None:
+    values = case_values("defaults") | extra
+    with pytest.raises(helm_python.HelmError) as refused:
+        chart().render(values, name=RELEASE, namespace=NAMESPACE)
+    assert message in str(refused.value)
+
+
+# -- the schema and the docs follow the controller ----------------------------------------------
+
+
+def _aliases(model: type[BaseModel]) -> set[str]:
+    return {field.alias or name for name, field in model.model_fields.items()}
+
+
+def test_values_schema_mirrors_the_configuration_model() -> None:
+    schema = chart().schema
+    assert schema is not None
+    config_schema = schema["properties"]["config"]
+    assert config_schema["additionalProperties"] is False
+    sections = set(config_schema["properties"])
+    assert sections == _aliases(Config) - CHART_MANAGED_CONFIG
+    for name, field in Config.model_fields.items():
+        alias = field.alias or name
+        if alias in CHART_MANAGED_CONFIG:
+            continue
+        model = field.annotation
+        assert isinstance(model, type)
+        assert issubclass(model, BaseModel)
+        section = config_schema["properties"][alias]
+        assert section["additionalProperties"] is False, alias
+        assert set(section["properties"]) == _aliases(model), alias
+
+
+OPAQUE_VALUES = frozenset(
+    {"config", "strategy", "podSecurityContext", "securityContext", "resources"}
+)
+"""Values passed through whole (Kubernetes objects, the configuration file): one README row."""
+
+
+def _leaves(node: Any, prefix: str = "") -> Iterator[str]:
+    if isinstance(node, dict) and node and prefix.rstrip(".") not in OPAQUE_VALUES:
+        for key, value in node.items():
+            yield from _leaves(value, f"{prefix}{key}.")
+    else:
+        yield prefix.rstrip(".")
+
+
+def test_chart_readme_documents_every_value() -> None:
+    readme = (CHART / "README.md").read_text(encoding="utf-8")
+    defaults = yaml.safe_load((CHART / "values.yaml").read_text(encoding="utf-8"))
+    keys = list(_leaves(defaults))
+    assert "engine.remote.tlsSecret" in keys
+    missing = [key for key in keys if f"`{key}`" not in readme]
+    assert missing == []
