@@ -255,22 +255,8 @@ class KubeStandin:
                     f'leases.{GROUP} "{name}" already exists',
                     name,
                 )
-            self._revision += 1
-            stored = {
-                "kind": "Lease",
-                "apiVersion": API_VERSION,
-                "metadata": {
-                    **{k: v for k, v in meta.items() if k in ("labels", "annotations")},
-                    "name": name,
-                    "namespace": namespace,
-                    "uid": str(uuid.uuid4()),
-                    "resourceVersion": str(self._revision),
-                    "creationTimestamp": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-                },
-                "spec": spec,
-            }
-            self._leases[(namespace, name)] = stored
-            return json.loads(json.dumps(stored))
+            created = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            return self._store(namespace, name, meta, spec, str(uuid.uuid4()), created)
 
     def _replace(self, namespace: str, name: str, lease: dict[str, Any]) -> dict[str, Any]:
         meta = lease.get("metadata") or {}
@@ -302,22 +288,36 @@ class KubeStandin:
                     "been modified; please apply your changes to the latest version and try again",
                     name,
                 )
-            self._revision += 1
-            stored = {
-                "kind": "Lease",
-                "apiVersion": API_VERSION,
-                "metadata": {
-                    **{k: v for k, v in meta.items() if k in ("labels", "annotations")},
-                    "name": name,
-                    "namespace": namespace,
-                    "uid": current["metadata"]["uid"],
-                    "resourceVersion": str(self._revision),
-                    "creationTimestamp": current["metadata"]["creationTimestamp"],
-                },
-                "spec": spec,
-            }
-            self._leases[(namespace, name)] = stored
-            return json.loads(json.dumps(stored))
+            kept = current["metadata"]
+            return self._store(namespace, name, meta, spec, kept["uid"], kept["creationTimestamp"])
+
+    def _store(
+        self,
+        namespace: str,
+        name: str,
+        meta: dict[str, Any],
+        spec: dict[str, Any],
+        uid: str,
+        created: str,
+    ) -> dict[str, Any]:
+        """Write a Lease at a new resourceVersion (caller holds the lock); a copy of it."""
+        self._revision += 1
+        stored = {
+            "kind": "Lease",
+            "apiVersion": API_VERSION,
+            "metadata": {
+                **{k: v for k, v in meta.items() if k in ("labels", "annotations")},
+                "name": name,
+                "namespace": namespace,
+                "uid": uid,
+                "resourceVersion": str(self._revision),
+                "creationTimestamp": created,
+            },
+            "spec": spec,
+        }
+        self._leases[(namespace, name)] = stored
+        result: dict[str, Any] = json.loads(json.dumps(stored))
+        return result
 
 
 def _not_found(name: str) -> ApiError:
