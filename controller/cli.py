@@ -792,6 +792,14 @@ def print_status(data: dict[str, Any]) -> None:
         f"last reconcile {data.get('last_reconcile') or 'never'}{stale}",
         markup=False,
     )
+    election = data.get("leader_election")
+    if isinstance(election, dict):
+        role = "leading" if election.get("leading") else "standing by"
+        out.print(
+            f"lease {election.get('lease')}: {election.get('identity')} is {role}; "
+            f"leader {election.get('leader') or 'none'}",
+            markup=False,
+        )
     grid = table(("NAME", "PHASE", "REVISION", "IMAGE@DIGEST", "LAST ERROR"))
     for env in data.get("environments", []):
         grid.add_row(

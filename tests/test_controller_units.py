@@ -634,6 +634,18 @@ def test_status_prints_a_table(monkeypatch: pytest.MonkeyPatch):
     assert "Stalled" in broken
     assert "invalid JSON" in broken
     assert "more" not in broken
+    assert not any(line.startswith("lease ") for line in lines)
+
+    snapshot["leader_election"] = {
+        "identity": "envship-1",
+        "lease": "envship/envship",
+        "leading": False,
+        "leader": "envship-0",
+    }
+    result = CliRunner().invoke(main, ["status", "--url", "http://127.0.0.1:9999/"])
+    assert result.output.splitlines()[1] == (
+        "lease envship/envship: envship-1 is standing by; leader envship-0"
+    )
 
 
 def test_status_says_when_the_controller_cannot_be_reached():
