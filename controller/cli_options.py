@@ -1,0 +1,342 @@
+"""What envship's commands share: the option groups (discovery, registry, build), each handed
+to a command as one object, and the helpers that print tables and short references."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import click
+
+from controller.adapters.folder import FolderTree
+from controller.adapters.forked import ForkedJobs, usable_cpus
+from controller.adapters.redact import redact
+from controller.adapters.registries import RegistryPool, RegistrySettings
+from controller.adapters.secrets import CredentialRefs, SecretError, SecretRef, SecretStore
+from controller.core.discovery import DiscoveryOptions, RootError, discover
+from controller.core.model import Environment
+from controller.core.naming import validate_prefix
+from controller.core.specs.common import DEFAULT_BASE_IMAGE
+from controller.sync import Reporter, Sync, SyncOptions, Target
+
+SHORT_HASH = 12
+HASH_TAG_LENGTH = 32
+LOG_TAIL = 20
+
+
+def console() -> Any:
+    from rich.console import Console  # noqa: PLC0415 - rich is slow to import; JSON needs none
+
+    # A pipe gets long lines rather than wrapped cells, so image references stay whole.
+    return Console(width=None if sys.stdout.isatty() else 240, highlight=False)
+
+
+def table(columns: Sequence[str]) -> Any:
+    from rich.table import Table  # noqa: PLC0415
+
+    grid = Table(box=None, pad_edge=False)
+    for column in columns:
+        # Long names and paths are cut in the table (JSON keeps them whole) so no column vanishes.
+        narrow = column in ("NAME", "PATH")
+        grid.add_column(
+            column,
+            no_wrap=True,
+            overflow="ellipsis" if narrow else "fold",
+            max_width=60 if narrow else None,
+        )
+    return grid
+
+
+@dataclass(frozen=True)
+class Discovery:
+    """What the discovery options say; `load(path)` finds the environments under PATH."""
+
+    root: str
+    ignore: tuple[str, ...]
+    prefix: str
+    default_base_image: str
+
+    def load(self, path: str, prefix: str | None = None) -> list[Environment]:
+        prefix = self.prefix if prefix is None else prefix
+        options = DiscoveryOptions(
+            root=self.root,
+            ignore=self.ignore,
+            prefix=prefix,
+            default_base_image=self.default_base_image,
+        )
+        try:
+            validate_prefix(prefix)
+            tree = FolderTree(path)
+        except (ValueError, NotADirectoryError) as exc:
+            raise click.UsageError(str(exc)) from None
+        try:
+            # Reading and hashing use every CPU: no thread runs yet, so fork is safe here.
+            return discover(tree, options, run_jobs=ForkedJobs(usable_cpus()))
+        except RootError as exc:
+            raise click.UsageError(str(exc)) from None
+
+
+def collapse(
+    names: Sequence[str], into: str, build: Callable[..., Any]
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Hand a command the options `names` as one object built by `build`, under `into`."""
+
+    def decorate(f: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(f)
+        def command(*args: Any, **kwargs: Any) -> Any:
+            kwargs[into] = build(**{name: kwargs.pop(name) for name in names})
+            return f(*args, **kwargs)
+
+        return command
+
+    return decorate
+
+
+def discovery_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    options = [
+        click.option("--root", default="", help="Folder inside PATH to search (default: all)."),
+        click.option(
+            "--ignore", multiple=True, help="gitignore-style pattern to skip (repeatable)."
+        ),
+        click.option(
+            "--prefix",
+            default="envship",
+            show_default=True,
+            help="Registry path prefix (a prefix in --registry wins).",
+        ),
+        click.option(
+            "--default-base-image",
+            default=DEFAULT_BASE_IMAGE,
+            show_default=True,
+            help="Base image of the plain pip and conda forms.",
+        ),
+    ]
+    f = collapse(("root", "ignore", "prefix", "default_base_image"), "discovery", Discovery)(f)
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def registry_options(required: bool) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    def decorate(f: Callable[..., Any]) -> Callable[..., Any]:
+        options = [
+            click.option(
+                "--registry",
+                "registry",
+                required=required,
+                help="Target registry: host[:port][/prefix]. Loopback hosts may speak plain HTTP.",
+            ),
+            click.option(
+                "--ca-file", help="CA bundle that registry certificates are checked with."
+            ),
+            click.option(
+                "--plain-http",
+                "plain_http",
+                multiple=True,
+                help="Allow plain HTTP to this non-loopback registry host (repeatable).",
+            ),
+            click.option(
+                "--username", help="Target registry user: a secret reference (env:NAME, file:PATH)."
+            ),
+            click.option("--password", help="Target registry password: a secret reference."),
+            click.option(
+                "--acr-identity",
+                is_flag=True,
+                help="Sign in to the target ACR with an Entra identity (DefaultAzureCredential).",
+            ),
+            click.option(
+                "--base-auth",
+                multiple=True,
+                metavar="HOST=USER_REF,PASS_REF",
+                help="Credentials for a base image registry, as secret references (repeatable).",
+            ),
+            click.option(
+                "--secret-ttl",
+                type=click.FloatRange(0),
+                default=300.0,
+                show_default=True,
+                help="Seconds a secret value is kept before it is read from its source again.",
+            ),
+            click.option(
+                "--no-resolve-base",
+                is_flag=True,
+                help="Do not pin base images to their digests (offline use).",
+            ),
+        ]
+        f = collapse(REGISTRY_OPTIONS, "target", RegistryArgs)(f)
+        for option in reversed(options):
+            f = option(f)
+        return f
+
+    return decorate
+
+
+BUILD_OPTIONS = ("jobs", "moving_tags", "tag_version", "private_indexes", "index_auth")
+
+
+@dataclass(frozen=True)
+class BuildArgs:
+    """What the build options say (sync and watch)."""
+
+    jobs: int | None
+    moving_tags: tuple[str, ...]
+    tag_version: bool
+    private_indexes: tuple[str, ...]
+    index_auth: tuple[str, ...]
+
+    def options(self, **more: Any) -> SyncOptions:
+        options = SyncOptions(
+            moving_tags=self.moving_tags,
+            tag_version=self.tag_version,
+            private_indexes=self.private_indexes,
+            index_credentials=credential_map(self.index_auth, "--index-auth"),
+            **more,
+        )
+        if self.jobs:
+            options.jobs = self.jobs
+        return options
+
+
+def build_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    options = [
+        click.option(
+            "--jobs", "-j", type=click.IntRange(1, 64), help="Builds in parallel (default: CPUs/2)."
+        ),
+        click.option(
+            "--tag",
+            "moving_tags",
+            multiple=True,
+            help="Moving tag to update after a push, e.g. latest.",
+        ),
+        click.option(
+            "--tag-version", is_flag=True, help="Also tag each image with its spec's version."
+        ),
+        click.option(
+            "--private-index",
+            "private_indexes",
+            multiple=True,
+            metavar="URL",
+            help="A private package index served to builds as PIP_EXTRA_INDEX_URL (repeatable).",
+        ),
+        click.option(
+            "--index-auth",
+            multiple=True,
+            metavar="HOST=USER_REF,PASS_REF",
+            help="Credentials of a private index host, as secret references (repeatable).",
+        ),
+    ]
+    f = collapse(BUILD_OPTIONS, "build", BuildArgs)(f)
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def credential_map(entries: Sequence[str], option: str) -> dict[str, CredentialRefs]:
+    """`HOST=USER_REF,PASS_REF` entries -> host: references."""
+    found: dict[str, CredentialRefs] = {}
+    for entry in entries:
+        host, sep, refs = entry.partition("=")
+        user_ref, comma, pass_ref = refs.partition(",")
+        if not sep or not comma:
+            raise click.UsageError(f"{option} {host}=...: give HOST=USER_REF,PASS_REF")
+        try:
+            found[host] = CredentialRefs(SecretRef.parse(user_ref), SecretRef.parse(pass_ref))
+        except SecretError as exc:
+            raise click.UsageError(f"{option} {host}: {exc}") from None
+    return found
+
+
+REGISTRY_OPTIONS = (
+    "registry", "ca_file", "plain_http", "username", "password", "acr_identity", "base_auth",
+    "secret_ttl", "no_resolve_base",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class RegistryArgs:
+    """What the registry options say."""
+
+    registry: str | None
+    ca_file: str | None
+    plain_http: tuple[str, ...]
+    username: str | None
+    password: str | None
+    acr_identity: bool
+    base_auth: tuple[str, ...]
+    secret_ttl: float
+    no_resolve_base: bool
+
+    def target(self, prefix: str) -> Target:
+        if self.registry is None:
+            raise click.UsageError("--registry is required")
+        try:
+            target = Target.parse(self.registry, prefix)
+            validate_prefix(target.prefix)
+        except ValueError as exc:
+            raise click.UsageError(str(exc)) from None
+        return target
+
+    def settings(self, target: Target) -> RegistrySettings:
+        credentials = credential_map(self.base_auth, "--base-auth")
+        username, password = self.username, self.password
+        if username or password:
+            if not (username and password):
+                raise click.UsageError("--username and --password go together")
+            try:
+                credentials[target.host] = CredentialRefs(
+                    SecretRef.parse(username), SecretRef.parse(password)
+                )
+            except SecretError as exc:
+                raise click.UsageError(str(exc)) from None
+        return RegistrySettings(
+            ca_file=self.ca_file,
+            plain_http=frozenset(self.plain_http),
+            credentials=credentials,
+            entra=frozenset({target.host}) if self.acr_identity else frozenset(),
+        )
+
+    def sync(
+        self, target: Target, options: SyncOptions | None = None, reporter: Reporter | None = None
+    ) -> Sync:
+        """A sync against the target, with the secret store the credentials come from."""
+        settings = self.settings(target)
+        store = SecretStore(self.secret_ttl, settings.credential_factory, settings.ca_file)
+        options = options or SyncOptions()
+        options.resolve_bases = not self.no_resolve_base
+        return Sync(target, RegistryPool(settings, store), options, reporter)
+
+
+def short(content: str | None) -> str:
+    return (content or "").removeprefix("sha256:")[:SHORT_HASH] or "-"
+
+
+def short_revision(revision: str | None) -> str:
+    """`main@sha1:<40 hex>` -> `main@sha1:<12 hex>`."""
+    if not revision:
+        return "-"
+    head, sep, sha = revision.rpartition("sha1:")
+    return f"{head}{sep}{sha[:SHORT_HASH]}" if sep else revision
+
+
+def short_reference(image: str | None, digest: str | None) -> str:
+    if not image:
+        return "-"
+    return f"{image}@sha256:{short(digest)}" if digest else image
+
+
+def first_line(text: str | None, width: int = 100) -> str:
+    if not text:
+        return "-"
+    line = text.strip().splitlines()[0] if text.strip() else "-"
+    return line if len(line) <= width else line[: width - 3] + "..."
+
+
+def print_errors(out: Any, errors: Sequence[tuple[str, str | None]], label: str) -> None:
+    failed = [(name, error) for name, error in errors if error]
+    if failed:
+        out.print(f"\n{len(failed)} {label}:")
+        for name, error in failed:
+            out.print(redact(f"  {name}: {error}"), markup=False)
