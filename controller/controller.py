@@ -40,12 +40,11 @@ from controller.adapters.builder import DockerBuilder
 from controller.adapters.gitsource import (
     GitSettings,
     GitSource,
-    GitTree,
     Revision,
-    folder_ids,
     public_text,
     unchanged,
 )
+from controller.adapters.gittree import GitTree, folder_ids
 from controller.adapters.redact import redact
 from controller.adapters.registries import RegistryPool, RegistrySettings
 from controller.adapters.secrets import CredentialRefs, SecretRef, SecretStore

@@ -17,7 +17,7 @@ import pygit2
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from controller.adapters.gitsource import GitTree
+from controller.adapters.gittree import GitTree
 from controller.core.discovery import DiscoveryCache, DiscoveryOptions, discover
 from controller.core.hashing import content_hash
 from controller.core.model import Environment

@@ -31,13 +31,12 @@ from controller.adapters.gitsource import (
     GitSettings,
     GitSource,
     GitSourceError,
-    GitTree,
     Revision,
-    folder_ids,
     public_text,
     ref_kind,
     unchanged,
 )
+from controller.adapters.gittree import GitTree, NotATree, folder_ids
 from controller.adapters.secrets import CredentialRefs, SecretRef, SecretStore
 from controller.core.discovery import DiscoveryOptions, discover
 from controller.core.plan import plan
@@ -453,7 +452,7 @@ def test_git_tree_is_a_source_tree(upstream: Upstream, tmp_path: Path) -> None:
     git = source(str(upstream.path), "main", tmp_path / "cache")
     tree: SourceTree = git.tree(git.fetch())
     assert list(tree.entries()) == ["a"]
-    with pytest.raises(GitSourceError, match="not a tree"):
+    with pytest.raises(NotATree, match="not a tree"):
         GitTree(git.repository, git.fetch().commit)
 
 
