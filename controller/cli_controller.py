@@ -43,7 +43,7 @@ def run_command(config_path: str, log_level: str) -> None:
         click.echo(f"envship: invalid configuration: {exc}", err=True)
         sys.exit(2)
     from controller import logs  # noqa: PLC0415
-    from controller.controller import from_config, webhook_secrets  # noqa: PLC0415
+    from controller.assembly import from_config, webhook_secrets  # noqa: PLC0415
     from controller.web import Metrics, make_app  # noqa: PLC0415
 
     metrics = Metrics()

@@ -38,27 +38,22 @@ from typing import Any, Protocol
 
 from controller.adapters.builder import DockerBuilder
 from controller.adapters.gitsource import (
-    GitSettings,
-    GitSource,
     Revision,
     public_text,
     unchanged,
 )
 from controller.adapters.gittree import GitTree, folder_ids
 from controller.adapters.redact import redact
-from controller.adapters.registries import RegistryPool, RegistrySettings
-from controller.adapters.secrets import CredentialRefs, SecretRef, SecretStore
-from controller.config import Config
+from controller.adapters.registries import RegistryPool
 from controller.core.backoff import Backoff
 from controller.core.discovery import DiscoveryCache, DiscoveryOptions, discover
 from controller.core.gc import TagInfo
 from controller.core.hashing import content_hash
 from controller.core.model import Environment
-from controller.core.naming import validate_prefix
 from controller.core.tree import SourceTree
 from controller.status import EnvStatus, Phase, StatusBoard, utc_iso
 from controller.sync import Reporter, Result, Sync, SyncOptions, Target
-from controller.web import Metrics, WebhookSecrets
+from controller.web import Metrics
 
 log = logging.getLogger("envship.controller")
 
@@ -729,97 +724,6 @@ def _registry_outage(results: Sequence[Result], retrying: set[str]) -> str | Non
     return None
 
 
-# -- assembly from the configuration -----------------------------------------------------------
-
-
-def _reader(store: SecretStore, reference: str | None, *, sensitive: bool = True) -> Any:
-    if not reference:
-        return None
-    ref = SecretRef.parse(reference)
-    return lambda: store.get(ref, sensitive=sensitive)
-
-
-def webhook_secrets(config: Config, store: SecretStore) -> WebhookSecrets:
-    """Where each webhook secret is read from: the configured references, on every request."""
-    hooks = config.webhooks
-    ado = hooks.azure_devops
-    return WebhookSecrets(
-        github=_reader(store, hooks.github),
-        gitlab=_reader(store, hooks.gitlab),
-        azure_devops_username=_reader(store, ado.username if ado else None, sensitive=False),
-        azure_devops_password=_reader(store, ado.password if ado else None),
-        generic=_reader(store, hooks.generic),
-        reconcile_token=_reader(store, hooks.trigger),
-    )
-
-
-def registry_settings(config: Config, target: Target) -> RegistrySettings:
-    registry = config.registry
-    credentials: dict[str, CredentialRefs] = {
-        host: creds.refs() for host, creds in registry.base_auth.items()
-    }
-    if registry.credentials is not None:
-        credentials[target.host] = registry.credentials.refs()
-    return RegistrySettings(
-        ca_file=registry.ca_file,
-        plain_http=frozenset(registry.plain_http),
-        credentials=credentials,
-        entra=frozenset({target.host}) if registry.acr_identity else frozenset(),
-    )
-
-
-def from_config(
-    config: Config, *, metrics: Metrics | None = None
-) -> tuple[Controller, SecretStore]:
-    """The controller the configuration describes, and its secret store (nothing is started,
-    nothing is read yet). Raises ValueError for settings that cannot be used."""
-    target = Target.parse(config.registry.url, config.specs.prefix)
-    validate_prefix(target.prefix)
-    settings = registry_settings(config, target)
-    store = SecretStore(config.secrets.ttl, settings.credential_factory, settings.ca_file)
-    git = config.git
-    source = GitSource(
-        GitSettings(
-            url=git.url,
-            ref=git.ref,
-            cache_dir=git.cache_dir,
-            credentials=git.credentials.refs() if git.credentials else None,
-            ssh_key=SecretRef.parse(git.ssh_key) if git.ssh_key else None,
-            ssh_user=git.ssh_user,
-        ),
-        store,
-    )
-    builds = config.builds
-    options = SyncOptions(
-        jobs=builds.jobs,
-        resolve_bases=builds.resolve_base,
-        moving_tags=tuple(builds.tags),
-        tag_version=builds.tag_version,
-        source=source.settings.public_url,
-        private_indexes=tuple(builds.private_indexes),
-        index_credentials={host: c.refs() for host, c in builds.index_auth.items()},
-    )
-    runner = SyncRunner(target, lambda: RegistryPool(settings, store), options)
-    discovery = DiscoveryOptions(
-        root=config.specs.root,
-        ignore=tuple(config.specs.ignore),
-        prefix=target.prefix,
-        default_base_image=config.specs.default_base_image,
-    )
-    intervals = config.intervals
-    controller = Controller(
-        source,
-        runner,
-        discovery,
-        metrics=metrics,
-        reconcile_interval=intervals.reconcile,
-        resync_interval=intervals.resync,
-        jitter=intervals.jitter,
-        gc=GcPolicy(config.gc.grace_period, config.gc.dry_run) if config.gc.enabled else None,
-    )
-    return controller, store
-
-
 __all__ = [
     "Controller",
     "Election",
@@ -828,7 +732,4 @@ __all__ = [
     "Source",
     "SyncRunner",
     "change_key",
-    "from_config",
-    "registry_settings",
-    "webhook_secrets",
 ]

@@ -668,10 +668,10 @@ def test_a_follower_is_not_ready_and_refuses_triggers_until_it_leads(
 def test_without_leader_election_kubernetes_is_not_imported() -> None:
     code = (
         "import sys\n"
-        "from controller import cli, config, controller, web\n"
+        "from controller import assembly, cli, config, web\n"
         "settings = config.Config(git={'url': 'https://example.org/s.git'}, "
         "registry={'url': 'r.test/p'})\n"
-        "made, _ = controller.from_config(settings)\n"
+        "made, _ = assembly.from_config(settings)\n"
         "print('kubernetes' in sys.modules, made.leading(), 'leader_election' in made.status())\n"
     )
     result = subprocess.run(
