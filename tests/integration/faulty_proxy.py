@@ -37,7 +37,7 @@ from aiohttp import web
 from tests.integration.infra import Certs, Registry, free_port
 from tests.integration.servers import BackgroundServer, relay
 
-Action = Literal["passed", "refused", "held"]
+Action = Literal["passed", "refused", "held", "cut"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +76,7 @@ class FaultyProxy:
     _phase: int = field(default=0, init=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
     _release: asyncio.Event | None = field(default=None, init=False, repr=False)
+    _cuts: int = field(default=0, init=False)
     _server: BackgroundServer | None = field(default=None, init=False, repr=False)
     _session: aiohttp.ClientSession | None = field(default=None, init=False, repr=False)
 
@@ -103,6 +104,23 @@ class FaultyProxy:
         if self._server is not None:
             self._server.call(self._arm())
         return self
+
+    def cut_manifests(self, count: int) -> FaultyProxy:
+        """Cut the connection of the engine's next `count` manifest uploads midway: part of the
+        body is read, then the connection is dropped without an answer. The layers are in the
+        registry by then; the tag is not."""
+        with self._lock:
+            self._cuts = count
+        return self
+
+    def _cut(self, request: web.Request, engine: bool) -> bool:
+        if not engine or request.method != "PUT" or "/manifests/" not in request.rel_url.path:
+            return False
+        with self._lock:
+            if self._cuts <= 0:
+                return False
+            self._cuts -= 1
+        return True
 
     def healthy(self) -> FaultyProxy:
         """Pass everything on from now on, and answer the held requests at once."""
@@ -151,10 +169,16 @@ class FaultyProxy:
     async def handle(self, request: web.Request) -> web.StreamResponse:
         agent = request.headers.get("User-Agent", "")
         seen = Seen(time.monotonic(), request.method, request.rel_url.path, agent, "passed")
-        seen = replace(seen, action=self._decide(seen.engine))
+        cut = self._cut(request, seen.engine)
+        seen = replace(seen, action="cut" if cut else self._decide(seen.engine))
         action = seen.action
         with self._lock:
             self.seen.append(seen)
+        if action == "cut":
+            await request.content.read(64)
+            if request.transport is not None:
+                request.transport.abort()
+            raise ConnectionResetError("cut midway by the test")
         if action == "held":
             release = self._release
             if release is not None:

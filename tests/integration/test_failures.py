@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.conftest import Envship, Run
+from tests.integration.faulty_proxy import FaultyProxy
 from tests.integration.infra import Certs, Registry, new_password
 from tests.integration.test_sync import write
 
@@ -117,3 +118,40 @@ def test_push_rejected_leaves_no_tag(
     again = envship("sync", str(specs), *own_args(own_target, envship.certs, "ro"), env=env)
     assert {i["action"] for i in Run(again).items.values()} == {"built"}
     assert_tags_match_content(own_target, ["ro/alpha", "ro/beta"])
+
+
+def test_a_push_cut_midway_leaves_no_tag_and_the_next_sync_converges(
+    envship: Envship, public_bases: Registry, target: Registry, certs: Certs, tmp_path: Path
+):
+    """The connection drops in the middle of the manifest upload (the layers are pushed by
+    then): the environment fails with the push named, no tag appears, and the next sync builds
+    it again and tags it."""
+    specs = specs_on(f"{public_bases.host}/base/busybox:1", tmp_path / "specs")
+    proxy = FaultyProxy(target, certs).start()
+    try:
+        proxy.cut_manifests(1)
+        args = [
+            "--registry", f"{proxy.host}/cut", "--ca-file", certs.ca_file,
+            "--username", "env:ENVSHIP_TEST_USER", "--password", "env:ENVSHIP_TEST_PASS",
+            "--jobs", "1", "-o", "json",
+        ]  # fmt: skip
+        first = envship("sync", str(specs), *args)
+        assert first.returncode == 1, first.stderr
+        outcomes = Run(first).actions()
+        assert sorted(outcomes.values()) == ["built", "failed"], outcomes
+        failed = next(name for name, action in outcomes.items() if action == "failed")
+        error = str(Run(first).items[failed]["error"])
+        assert "push of" in error, error
+        assert proxy.count("cut") == 1
+        assert target.tags(f"cut/{failed}") == []
+
+        again = envship("sync", str(specs), *args)
+        assert again.returncode == 0, again.stderr
+        assert Run(again).actions() == {
+            failed: "built",
+            **{name: "up-to-date" for name in outcomes if name != failed},
+        }
+        assert_tags_match_content(target, ["cut/alpha", "cut/beta"])
+        assert all(target.tags(f"cut/{name}") for name in outcomes)
+    finally:
+        proxy.stop()
