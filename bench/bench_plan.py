@@ -241,7 +241,8 @@ distinct requirement lines, so, as in a real repository, the same pins recur acr
 - **CLI**: `envship plan DIR --root specs --output json` as a subprocess, wall time, including
   interpreter start-up (about 0.2 s of imports) and writing the JSON. "First run" is the first
   one after the files were generated (page cache warm, interpreter fresh); then the median of
-  {CLI_RUNS} runs. The CLI plans in one process.
+  {CLI_RUNS} runs. The CLI spreads reading and parsing over the CPUs it may run on (forked
+  processes, `ForkedJobs`; {len(os.sched_getaffinity(0))} here).
 - **in-process**: `plan(discover(FolderTree(DIR), DiscoveryOptions(root="specs")), ...)` in one
   interpreter, median of {INPROCESS_RUNS} runs (best in brackets), with the default runner (one
   process) and with `run_jobs=ForkedJobs({WORKERS})` from `controller.adapters.forked` (reading
