@@ -679,14 +679,16 @@ def section(r: dict[str, Any], info: dict[str, str]) -> str:
     parses = ", ".join(str(c["parsed"]) for c in ch)
     why = f"""
 What keeps it short: the controller remembers what discovery parsed and read, by git object id
-(`DiscoveryCache`). A commit that only modifies files, as this one does, is compared with the
-last tree by object id down the changed folders alone; when no YAML document changed what
-discovery decides from it, the last layout stands and only the environments whose inputs
-changed are read again (environments read in these reconciles: {reads}; YAML files parsed:
-{parses}). An unchanged environment comes back as the same object, so its change key is reused,
-and the {n - 1:,} unchanged environments move to the new revision in one batch. Commits that
-add, remove or rename files take the full discovery, which still parses only changed YAML blobs
-and reads only environments whose inputs changed, but walks every folder.
+(`DiscoveryCache`). A new commit is compared with the last tree by object id down the changed
+folders alone; only the folders the change touches are discovered again (a file added or
+removed, a YAML document whose role changed, and the folders below one that turned into a
+Dockerfile context or a v2 build folder), and only the environments whose inputs changed are
+read again (environments read in these reconciles: {reads}; YAML files parsed: {parses}).
+An unchanged environment comes back as the same object, so its change key is reused, and the
+{n - 1:,} unchanged environments move to the new revision in one batch. A claim on the root
+folder itself or above it, or a tree the cache cannot compare with, takes the full discovery,
+which still parses only changed YAML blobs and reads only environments whose inputs changed,
+but walks every folder.
 """
     if ch_med > AIM_CHANGED:
         why += f"""

@@ -56,19 +56,20 @@ class IdentifiedTree(MemoryTree):
     def object_id(self, path: str) -> str | None:
         return self.ids.get(path)
 
-    def modified_since(self, previous: str) -> set[str] | None:
-        """As git's tree diff tells it: None unless files only changed in place."""
+    def changed_since(self, previous: str) -> dict[str, bool] | None:
+        """As a git tree comparison tells it: every path added, removed or changed, True for
+        those changed in place."""
         before = IdentifiedTree.known.get(previous)
-        if before is None or before.blobs.keys() != self.blobs.keys():
+        if before is None:
             return None
-        changed = set()
-        for path, blob in self.blobs.items():
-            old = before.blobs[path]
-            if (old.link_target is None) != (blob.link_target is None):
-                return None
-            if self.ids[path] != before.ids[path]:
-                changed.add(path)
-        return changed
+        changes: dict[str, bool] = {}
+        for path in before.blobs.keys() | self.blobs.keys():
+            old, new = before.blobs.get(path), self.blobs.get(path)
+            if old is None or new is None or (old.link_target is None) != (new.link_target is None):
+                changes[path] = False
+            elif before.ids[path] != self.ids[path]:
+                changes[path] = True
+        return changes
 
 
 def v1(base: str, conda: bool) -> bytes:
@@ -166,6 +167,40 @@ def test_cached_discovery_equals_a_fresh_one(sequence: list[Revision]) -> None:
         assert summary(discover(tree, OPTIONS, cache=cache)) == fresh, revision
 
 
+NESTED: dict[str, list[bytes | Blob]] = {
+    "specs/a/Dockerfile": [b"FROM busybox:1\n", b"FROM busybox:2\n"],
+    "specs/a/azureml_environment.json": [v1("busybox:1", False)],
+    "specs/a/conda.yml": [CONDA_A, b"[unclosed\n"],
+    "specs/a/b/requirements.txt": [b"six==1.16.0\n"],
+    "specs/a/b/c/env.yml": [v2("c", "image: busybox:1"), CONDA_B],
+    "specs/a/b/.hidden/env.yml": [v2("hidden", "image: busybox:1")],
+    "specs/x/claims.yml": [
+        v2("x", "build:\n  path: ../a"),
+        v2("x", "build:\n  path: ../a/b"),
+        v2("x", "image: busybox:1\nconda_file: ../a/conda.yml"),
+    ],
+    "specs/x/Dockerfile": [b"FROM busybox:3\n"],
+}
+NESTED_PATHS = sorted(NESTED)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.dictionaries(st.sampled_from(NESTED_PATHS), st.integers(0, 2)), min_size=2, max_size=8
+    )
+)
+def test_folders_turning_into_contexts_claims_and_saved_folders(sequence: list[Revision]) -> None:
+    """Dockerfiles, saved folders and claims appearing above other folders, and going."""
+    cache = DiscoveryCache()
+    for revision in sequence:
+        files = {p: NESTED[p][v % len(NESTED[p])] for p, v in revision.items()}
+        files["specs/keep/requirements.txt"] = b"six==1.16.0\n"
+        tree = IdentifiedTree(files)
+        fresh = summary(discover(tree, OPTIONS))
+        assert summary(discover(tree, OPTIONS, cache=cache)) == fresh, revision
+
+
 edits = st.lists(
     st.fixed_dictionaries({path: st.integers(0, 2) for path in PATHS}), min_size=2, max_size=6
 )
@@ -185,27 +220,40 @@ def test_files_changed_in_place_give_what_a_fresh_discovery_gives(sequence: list
     assert shortcuts <= len(sequence) - 1
 
 
-def test_the_shortcut_is_taken_when_only_contents_change() -> None:
+def test_the_shortcut_rediscovers_only_what_a_change_touches() -> None:
     base: Revision = {path: 0 for path in PATHS}
     cache = DiscoveryCache()
-    discover(tree_of(base), OPTIONS, cache=cache)
+
+    def step(files: IdentifiedTree) -> list[tuple[Any, ...]]:
+        found = summary(discover(files, OPTIONS, cache=cache))
+        assert found == summary(discover(files, OPTIONS))
+        return found
+
+    step(tree_of(base))
     assert not cache.incremental
-    # a pin: the layout stays, one environment is read again
-    discover(tree_of({**base, "specs/pip/requirements.txt": 1}), OPTIONS, cache=cache)
+    # a pin: one environment read again, and the one whose file links to it
+    step(tree_of({**base, "specs/pip/requirements.txt": 1}))
+    assert (cache.incremental, cache.read) == (True, 2)
+    # a v2 document whose image changes: pip and piplink again (back to 0), and v2/env.yml
+    step(tree_of({**base, "specs/v2/env.yml": 1}))
+    assert (cache.incremental, cache.read) == (True, 3)
+    # a v2 document that now points at another conda file: the claims move
+    step(tree_of({**base, "specs/v2/env.yml": 2}))
     assert cache.incremental
-    assert cache.read == 2  # pip and piplink, whose file links to it
-    # a v2 document whose image changes: same layout decisions, the shortcut holds
-    envs = discover(tree_of({**base, "specs/v2/env.yml": 1}), OPTIONS, cache=cache)
+    # a file removed, then added back
+    step(tree_of({k: v for k, v in base.items() if k != "specs/context/Other"}))
     assert cache.incremental
-    assert cache.read == 3  # pip and piplink again (back to 0), and v2/env.yml
-    assert any(e.path == "specs/v2/env.yml" and e.error is None for e in envs)
-    # a v2 document that now points elsewhere changes the claims: the full discovery
-    discover(tree_of({**base, "specs/v2/env.yml": 2}), OPTIONS, cache=cache)
-    assert not cache.incremental
-    # a file added: the full discovery
-    discover(
-        tree_of({k: v for k, v in base.items() if k != "specs/context/Other"}), OPTIONS, cache=cache
-    )
+    step(tree_of(base))
+    assert cache.incremental
+    # a folder gone, then a Dockerfile added above folders (they turn into its context)
+    step(tree_of({k: v for k, v in base.items() if not k.startswith("specs/pip/")}))
+    assert cache.incremental
+    with_dockerfile = {p: VARIANTS[p][v % len(VARIANTS[p])] for p, v in base.items()}
+    step(IdentifiedTree({**with_dockerfile, "specs/Dockerfile": b"FROM busybox:1\n"}))
+    assert cache.incremental
+    # a claim on the root's parent folder: the full discovery
+    claim = v2("claims", "build:\n  path: ../..")
+    step(IdentifiedTree({**with_dockerfile, "specs/v2/claims.yml": claim}))
     assert not cache.incremental
 
 
@@ -304,7 +352,6 @@ def test_over_real_git_trees(tmp_path: Path) -> None:
         reads.append(cache.read)
         shortcuts.append(cache.incremental)
     assert reads[0] > reads[1] > 0
-    # in place: a conda file, then (last) link targets and a v2 image; not in place: a link
-    # turned into a file, a removal, and the file back
-    assert shortcuts == [False, True, False, False, False, True]
+    # every change after the first tree takes the shortcut (none claims the root)
+    assert shortcuts == [False, True, True, True, True, True]
     assert reads[-1] < reads[0]

@@ -121,9 +121,9 @@ class GitTree:
         data: bytes = blob.read_raw()
         return data if len(data) <= max_bytes + 1 else data[: max_bytes + 1]
 
-    def modified_since(self, previous: str) -> set[str] | None:
-        """Paths changed in place since tree `previous` (None: anything else changed)."""
-        return _modified_paths(self.repository, previous, self.root)
+    def changed_since(self, previous: str) -> dict[str, bool] | None:
+        """Paths changed since tree `previous`, True for those changed in place."""
+        return _changed_paths(self.repository, previous, self.root)
 
     def object_id(self, path: str) -> str | None:
         """The object id at `path` ('' is the root): a tree for a folder, a blob for a file."""
@@ -152,8 +152,10 @@ def _kind_of(mode: int) -> str:
     return "link" if mode == _MODE_LINK else "file"
 
 
-def _modified_paths(repository: pygit2.Repository, old: str, new: pygit2.Tree) -> set[str] | None:
-    """`GitTree.modified_since`: the two trees compared by object id, descending only into
+def _changed_paths(
+    repository: pygit2.Repository, old: str, new: pygit2.Tree
+) -> dict[str, bool] | None:
+    """`GitTree.changed_since`: the two trees compared by object id, descending only into
     folders whose id differs, so the cost is that of the change (libgit2's own tree diff reads
     far more of a large tree)."""
     try:
@@ -162,7 +164,7 @@ def _modified_paths(repository: pygit2.Repository, old: str, new: pygit2.Tree) -
         return None
     if not isinstance(before, pygit2.Tree):
         return None
-    paths: set[str] = set()
+    changes: dict[str, bool] = {}
     stack: list[tuple[str, pygit2.Tree, pygit2.Tree]] = [("", before, new)]
     while stack:
         prefix, old_tree, new_tree = stack.pop()
@@ -170,22 +172,38 @@ def _modified_paths(repository: pygit2.Repository, old: str, new: pygit2.Tree) -
             continue
         olds = {item.raw_name: item for item in old_tree}
         news = {item.raw_name: item for item in new_tree}
-        if olds.keys() != news.keys():
-            return None  # something added, removed or renamed
-        for raw, item in news.items():
-            was = olds[raw]
-            if was.id == item.id and was.filemode == item.filemode:
-                continue
-            old_mode, new_mode = int(was.filemode), int(item.filemode)
+        for raw in olds.keys() | news.keys():
+            was, item = olds.get(raw), news.get(raw)
             path = prefix + (raw or b"").decode("utf-8", "surrogateescape")
-            kinds = {_kind_of(old_mode), _kind_of(new_mode)}
-            if kinds == {"folder"}:
-                stack.append((path + "/", was, item))  # type: ignore[arg-type]
-            elif len(kinds) > 1 or "submodule" in kinds:
-                return None  # a folder, a submodule or a link became something else
-            else:
-                paths.add(path)
-    return paths
+            if was is not None and item is not None:
+                if was.id == item.id and was.filemode == item.filemode:
+                    continue
+                kinds = (_kind_of(int(was.filemode)), _kind_of(int(item.filemode)))
+                if kinds == ("folder", "folder"):
+                    stack.append((path + "/", was, item))  # type: ignore[arg-type]
+                    continue
+                if kinds[0] == kinds[1]:
+                    changes[path] = True
+                    continue
+            for side in (was, item):
+                if side is not None:
+                    _all_paths(side, path, changes)
+    return changes
+
+
+def _all_paths(item: pygit2.Object, path: str, changes: dict[str, bool]) -> None:
+    """`path` and, for a folder, every path below it, as changed not in place."""
+    changes[path] = False
+    if _kind_of(int(item.filemode)) != "folder":
+        return
+    stack: list[tuple[str, pygit2.Tree]] = [(path + "/", item)]  # type: ignore[list-item]
+    while stack:
+        prefix, tree = stack.pop()
+        for child in tree:
+            child_path = prefix + (child.raw_name or b"").decode("utf-8", "surrogateescape")
+            changes[child_path] = False
+            if _kind_of(int(child.filemode)) == "folder":
+                stack.append((child_path + "/", child))  # type: ignore[arg-type]
 
 
 def _list_tree(

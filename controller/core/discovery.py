@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import gc
 import posixpath
-from collections.abc import Callable, Iterator
+from collections import Counter
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from functools import partial
@@ -94,10 +95,10 @@ class IdentifiedTree(SourceTree, Protocol):
         """The id of the file, symlink or folder at `path` ('' is the root); None if missing."""
         ...
 
-    def modified_since(self, previous: str) -> set[str] | None:
-        """The paths whose content changed since the tree of id `previous`, when the change
-        only modified files and symlinks in place (none added, removed or of another type);
-        None otherwise, or when it cannot tell. Optional."""
+    def changed_since(self, previous: str) -> dict[str, bool] | None:
+        """Every file and symlink path added, removed or changed since the tree of id
+        `previous` (all of those below a folder added or removed), each True when it changed
+        in place (there before and now, of the same kind); None when it cannot tell. Optional."""
         ...
 
 
@@ -117,13 +118,14 @@ class DiscoveryCache:
 
     def __init__(self) -> None:
         self.options: DiscoveryOptions | None = None
-        self.yaml: dict[tuple[str, str], Any] = {}
+        self.yaml: dict[str, tuple[str, Any]] = {}
+        """Path -> (blob id, document or SpecError) of the YAML files last parsed."""
         self.envs: dict[tuple[str, str, str], tuple[Environment, Inputs]] = {}
         self.parsed = 0
         """YAML files parsed by the last discovery (the others came from the cache)."""
         self.read = 0
         """Environments read by the last discovery (the others came from the cache)."""
-        self.last: _Last | None = None
+        self.last: Layout | None = None
         self.incremental = False
         """The last discovery took the shortcut for changes that leave the layout as it was."""
 
@@ -139,27 +141,30 @@ Queued = tuple[str, Kind, str, tuple[str, ...]]
 """An environment to read: name, kind, path and what its reader needs besides the tree."""
 
 
-@dataclass(frozen=True, slots=True)
-class _Last:
-    """The layout the last discovery found: what a tree that only modified files can reuse."""
+@dataclass(slots=True)
+class Layout:
+    """What the last discovery found, folder by folder: what `relayout` reuses for a tree that
+    changed in a few places."""
 
     tree_id: str
     yaml: dict[str, Any]
     """Every YAML document discovery parsed, by path."""
-    linked: tuple[str, ...]
-    """Those of them that are symlinks: their blob says nothing of the content they lead to."""
-    structure: list[Environment | Queued]
-    """In order: environments refused outright, and environments to read."""
-
-
-def _shape(doc: Any, path: str) -> tuple[Any, ...]:
-    """What discovery's layout decisions read from a YAML document (see `discover_folder`)."""
-    if isinstance(doc, SpecError):
-        return ("refused", str(doc))
-    if is_v2_document(doc):
-        name = doc.get("name")
-        return ("v2", name if isinstance(name, str) else None, referenced_paths(doc, path))
-    return ("conda",) if is_conda_document(doc) else ("other",)
+    yaml_in: dict[str, tuple[str, ...]]
+    """The YAML files parsed in each folder (none in a v1 folder)."""
+    linked: set[str]
+    """YAML files that are symlinks: their blob says nothing of the content they lead to."""
+    items_in: dict[str, list[Environment | Queued]]
+    """Every visible folder below the root: the environments it gave, refused or to read."""
+    skip: set[str]
+    """Folders inside a Dockerfile context (and the context folders themselves)."""
+    claimed: set[str]
+    """Folders at or below a v2 `build.path`."""
+    claims_of: dict[str, tuple[str | None, str | None]]
+    """(conda file, build folder) of each v2 document."""
+    claimed_files: Counter[str]
+    claimed_folders: Counter[str]
+    parsed: dict[str, Any]
+    """The documents that parsed (`TreeView.parsed_yaml`)."""
 
 
 def _same_ids(object_id: Callable[[str], str | None], inputs: Inputs) -> bool:
@@ -202,7 +207,10 @@ class _Discovery:
         self.yaml: dict[str, Any] = {}
         self.found: list[Environment] = []
         self.queued: list[tuple[int, str, Kind, str, tuple[str, ...]]] = []
-        self.structure: list[Environment | Queued] = []
+        self.items_in: dict[str, list[Environment | Queued]] = {}
+        self._items: list[Environment | Queued] = []
+        """Where `add` and `refuse` record what the folder being discovered gives."""
+        self.yaml_in: dict[str, tuple[str, ...]] = {}
         self._files_in: dict[str, list[str]] = {}
 
     def visible(self, path: str) -> bool:
@@ -239,25 +247,40 @@ class _Discovery:
         """Parse every YAML file once; errors are kept to report where they belong."""
         paths: list[str] = []
         for folder in folders:
-            names = self.files_in(folder)
-            if join(folder, DEFINITION) in names:
-                continue
-            paths.extend(path for path in names if path.endswith(YAML_SUFFIXES))
+            found = self.yaml_files_in(folder)
+            self.yaml_in[folder] = found
+            paths.extend(found)
+        self.parse(paths)
+
+    def yaml_files_in(self, folder: str) -> tuple[str, ...]:
+        """The YAML files discovery parses in `folder` (none in a v1 saved folder)."""
+        names = self.files_in(folder)
+        if join(folder, DEFINITION) in names:
+            return ()
+        return tuple(path for path in names if path.endswith(YAML_SUFFIXES))
+
+    def parse(self, paths: list[str]) -> None:
+        """Parse `paths` into `self.yaml`; with a cache, a file whose blob id is the one parsed
+        last time is not parsed again (a symlink is: its blob is the link, not the content)."""
         cache, object_id = self.cache, self.object_id
         if cache is None or object_id is None:
             docs = self.run_jobs(partial(self.parse_one, paths), len(paths))
         else:
-            # A symlinked YAML file is parsed every time: its blob is the link, not the content.
-            keys = [
-                (path, object_id(path) or "") if self.view.entries[path].kind == "file" else None
-                for path in paths
-            ]
-            docs = [cache.yaml.get(key) if key else None for key in keys]
-            missing = [path for path, doc in zip(paths, docs, strict=True) if doc is None]
+            entries = self.view.entries
+            ids = [object_id(path) if entries[path].kind == "file" else None for path in paths]
+            known: list[Any] = []
+            for path, blob in zip(paths, ids, strict=True):
+                hit = cache.yaml.get(path) if blob else None
+                known.append(hit[1] if hit is not None and hit[0] == blob else None)
+            missing = [path for path, doc in zip(paths, known, strict=True) if doc is None]
             parsed = iter(self.run_jobs(partial(self.parse_one, missing), len(missing)))
-            docs = [next(parsed) if doc is None else doc for doc in docs]
-            cache.yaml = {key: doc for key, doc in zip(keys, docs, strict=True) if key}
-            cache.parsed = len(missing)
+            docs = [next(parsed) if doc is None else doc for doc in known]
+            cache.yaml.update(
+                (path, (blob, doc))
+                for path, blob, doc in zip(paths, ids, docs, strict=True)
+                if blob
+            )
+            cache.parsed += len(missing)
         for path, doc in zip(paths, docs, strict=True):
             self.yaml[path] = doc
             if not isinstance(doc, SpecError):
@@ -273,9 +296,8 @@ class _Discovery:
             return exc
 
     def add(self, name: str, kind: Kind, path: str, recipe: tuple[str, ...] = ()) -> None:
-        """Queue an environment to read (`read_queued`); it keeps its place in `found`."""
-        self.structure.append((name, kind, path, recipe))
-        self.queue(name, kind, path, recipe)
+        """An environment to read, given by the folder being discovered."""
+        self._items.append((name, kind, path, recipe))
 
     def queue(self, name: str, kind: Kind, path: str, recipe: tuple[str, ...]) -> None:
         self.queued.append((len(self.found), name, kind, path, recipe))
@@ -283,8 +305,29 @@ class _Discovery:
 
     def refuse(self, env: Environment) -> None:
         """An environment refused by discovery itself (it is not read)."""
-        self.structure.append(env)
-        self.found.append(env)
+        self._items.append(env)
+
+    def reset(self) -> None:
+        """Back to nothing discovered (after a shortcut that did not apply)."""
+        self.yaml, self.yaml_in, self.items_in = {}, {}, {}
+        self.view.parsed_yaml = {}
+        self.found, self.queued = [], []
+
+    def enqueue(self) -> None:
+        """Every folder's environments into `found`, those to read queued (`read_queued`)."""
+        for items in self.items_in.values():
+            for item in items:
+                if isinstance(item, Environment):
+                    self.found.append(item)
+                else:
+                    self.queue(*item)
+
+    def discover_into(
+        self, folder: str, claimed_files: Collection[str], claimed: bool, skip: set[str]
+    ) -> None:
+        """`discover_folder`, with what it gives recorded as the folder's items."""
+        self._items = self.items_in[folder] = []
+        self.discover_folder(folder, claimed_files, claimed, skip)
 
     def reader(self, kind: Kind, path: str, recipe: tuple[str, ...]) -> Environment:
         """Read the environment `add` queued, from this discovery's tree and documents."""
@@ -362,94 +405,69 @@ class _Discovery:
             return Environment(name, kind, path, (path,), error=error), False
 
     def run(self) -> list[Environment]:
-        if self.incremental():
-            return self.finish()
+        if self.cache is not None:
+            self.cache.parsed = 0
+            from controller.core.relayout import relayout  # noqa: PLC0415 - it imports this
+
+            if relayout(self):
+                return self.finish()
+            self.reset()
         if not self.view.is_folder(self.root) or self.root in self.view.entries:
             raise RootError(f"root {self.root!r} is not a folder of the repository")
         folders = list(self.folders())
         self.parse_yaml(folders)
-        claimed_files: set[str] = set()
-        claimed_folders: set[str] = set()
-        for path, doc in self.yaml.items():
-            if is_v2_document(doc):
-                conda, build = referenced_paths(doc, path)
-                if conda:
-                    claimed_files.add(conda)
-                if build is not None:
-                    claimed_folders.add(build)
+        claims_of = {
+            path: referenced_paths(doc, path)
+            for path, doc in self.yaml.items()
+            if is_v2_document(doc)
+        }
+        claimed_files = Counter(conda for conda, _ in claims_of.values() if conda)
+        claimed_folders = Counter(build for _, build in claims_of.values() if build is not None)
         # Folders come parents first, so "inside a claimed folder" and "inside a Dockerfile
         # context" are known from the parent, without walking up to the root every time.
         skip: set[str] = set()
         claimed: set[str] = set()
         for folder in folders:
             if folder == self.root:
-                if _within(folder, claimed_folders):
+                if _within(folder, set(claimed_folders)):
                     claimed.add(folder)
             else:
                 up = parent(folder)
                 if up in skip:
                     skip.add(folder)
+                    self.items_in[folder] = []
                     continue
                 if up in claimed or folder in claimed_folders:
                     claimed.add(folder)
-            self.discover_folder(folder, claimed_files, folder in claimed, skip)
+            self.discover_into(folder, claimed_files, folder in claimed, skip)
+        self.enqueue()
         self.read_queued()
-        self.remember(self.yaml, tuple(p for p in self.yaml if self.view.entries[p].kind != "file"))
+        if self.cache is not None and self.object_id is not None:
+            tree_id = self.object_id("")
+            entries = self.view.entries
+            self.cache.yaml = {p: v for p, v in self.cache.yaml.items() if p in self.yaml}
+            self.cache.incremental = False
+            self.cache.last = (
+                Layout(
+                    tree_id,
+                    self.yaml,
+                    self.yaml_in,
+                    {path for path in self.yaml if entries[path].kind != "file"},
+                    self.items_in,
+                    skip,
+                    claimed,
+                    claims_of,
+                    claimed_files,
+                    claimed_folders,
+                    self.view.parsed_yaml,
+                )
+                if tree_id
+                else None
+            )
         return self.finish()
 
-    def incremental(self) -> bool:
-        """The shortcut for a tree that only modified files since the last discovery (the usual
-        commit): when no YAML document changed what discovery decides from it, the layout is
-        the last one, and only environments whose inputs changed are read again. False when
-        the shortcut does not apply (nothing done)."""
-        cache, object_id = self.cache, self.object_id
-        last = cache.last if cache is not None else None
-        modified_since = getattr(self.view.tree, "modified_since", None)
-        if cache is None or object_id is None or last is None or modified_since is None:
-            return False
-        modified: set[str] | None = modified_since(last.tree_id)
-        if modified is None:
-            return False
-        yaml = dict(last.yaml)
-        again = sorted({p for p in modified if p in yaml}.union(last.linked))
-        docs = self.run_jobs(partial(self.parse_one, again), len(again))
-        for path, doc in zip(again, docs, strict=True):
-            if _shape(doc, path) != _shape(yaml[path], path):
-                return False
-            yaml[path] = doc
-            if path not in last.linked:
-                cache.yaml[(path, object_id(path) or "")] = doc
-        cache.parsed = len(again)
-        self.yaml = yaml
-        self.view.parsed_yaml = {p: d for p, d in yaml.items() if not isinstance(d, SpecError)}
-        changed: set[str] = set()
-        for path in modified:
-            while path not in changed:
-                changed.add(path)
-                if not path:
-                    break
-                path = parent(path)
-        for item in last.structure:
-            if isinstance(item, Environment):
-                self.refuse(item)
-            else:
-                self.structure.append(item)
-                self.queue(*item)
-        self.read_queued(lambda inputs: not any(path in changed for path, _ in inputs))
-        self.remember(yaml, last.linked)
-        cache.incremental = True
-        return True
-
-    def remember(self, yaml: dict[str, Any], linked: tuple[str, ...]) -> None:
-        """Keep this discovery's layout for the next one (`incremental`)."""
-        if self.cache is None or self.object_id is None:
-            return
-        tree_id = self.object_id("")
-        self.cache.incremental = False
-        self.cache.last = _Last(tree_id, yaml, linked, self.structure) if tree_id else None
-
     def discover_folder(
-        self, folder: str, claimed_files: set[str], claimed: bool, skip: set[str]
+        self, folder: str, claimed_files: Collection[str], claimed: bool, skip: set[str]
     ) -> None:
         files = self.files_in(folder)
         names = {posixpath.basename(p) for p in files}
@@ -517,7 +535,7 @@ class _Discovery:
         for env in named:
             users = by_repository.get(env.repository or "", [])
             if env.error is None and len(users) > 1:
-                others = ", ".join(u.path or "." for u in users if u is not env)
+                others = ", ".join(sorted(u.path or "." for u in users if u is not env))
                 env = replace(
                     env,
                     error=SpecError(
