@@ -55,7 +55,7 @@ def run_command(config_path: str, log_level: str) -> None:
     elector = None
     if config.leaderElection.enabled:
         try:
-            elector = leader_elector(config.leaderElection, controller)
+            elector = leader_elector(config.leaderElection, controller, port=config.http.port)
         except Exception as exc:  # LeaseError (its module loads only when enabled)
             click.echo(f"envship: leader election: {redact(str(exc))}", err=True)
             sys.exit(2)
@@ -85,14 +85,17 @@ EXIT_LEASE_LOST = 3
 """`envship run` lost the leader lease (`lease_lost`)."""
 
 
-def leader_elector(section: Any, controller: Any) -> Any:
+def leader_elector(section: Any, controller: Any, *, port: int) -> Any:
     """The elector for the `leaderElection` section: it starts `controller` once it holds the
-    Lease and ends the process if it loses it (`lease_lost`). Raises LeaseError when there is no
-    namespace or no Kubernetes credentials."""
+    Lease and ends the process if it loses it (`lease_lost`). While it leads it publishes
+    `http://<POD_IP>:<port>` in the Lease (nothing without `POD_IP`), where followers relay
+    webhooks. Raises LeaseError when there is no namespace or no Kubernetes credentials, or
+    when `POD_IP` is not an IP address."""
     from controller.adapters.lease import (  # noqa: PLC0415 - kubernetes is slow to import
         LeaderElector,
         LeaseSettings,
         coordination_api,
+        default_address,
         default_identity,
         default_namespace,
     )
@@ -104,6 +107,7 @@ def leader_elector(section: Any, controller: Any) -> Any:
         lease_duration=section.lease_duration,
         renew_deadline=section.renew_deadline,
         retry_period=section.retry_period,
+        address=default_address(port),
     )
 
     def started() -> None:
@@ -178,9 +182,10 @@ def print_status(data: dict[str, Any]) -> None:
     election = data.get("leader_election")
     if isinstance(election, dict):
         role = "leading" if election.get("leading") else "standing by"
+        address = election.get("leader_address")
         out.print(
             f"lease {election.get('lease')}: {election.get('identity')} is {role}; "
-            f"leader {election.get('leader') or 'none'}",
+            f"leader {election.get('leader') or 'none'}" + (f" at {address}" if address else ""),
             markup=False,
         )
     grid = table(("NAME", "PHASE", "REVISION", "IMAGE@DIGEST", "LAST ERROR"))

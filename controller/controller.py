@@ -91,9 +91,13 @@ class Runner(Protocol):
 
 class Election(Protocol):
     """Leader election (`controller.adapters.lease.LeaderElector`): with one, the controller
-    reconciles only while it leads. `is_leader` only reads a flag."""
+    reconciles only while it leads. `is_leader` and `leader_address` only read attributes."""
 
     def is_leader(self) -> bool: ...
+
+    def leader_address(self) -> str | None:
+        """Where the replica that leads (another one) serves HTTP; None if not known."""
+        ...
 
     def describe(self) -> dict[str, Any]: ...
 
@@ -216,8 +220,9 @@ class Controller:
     """Implements `controller.web.ControllerPort`. `start()` it, `stop(grace)` it."""
 
     election: Election | None = None
-    """With leader election: `start()` it once leading; triggers are refused, readiness is off
-    and `/status` shows the leader while it does not lead."""
+    """With leader election: `start()` it once leading; while it does not lead, triggers are
+    refused (the HTTP surface relays them to `leader_address()`) and `/status` shows the
+    leader."""
 
     def __init__(
         self,
@@ -317,6 +322,13 @@ class Controller:
     def leading(self) -> bool:
         """True without leader election; with it, while this replica holds the lease."""
         return self.election is None or self.election.is_leader()
+
+    def leader_address(self) -> str | None:
+        """With leader election, on a replica that does not lead: where the leader serves HTTP
+        (from its Lease), if it publishes that. None otherwise (never this replica's own)."""
+        if self.election is None or self.election.is_leader():
+            return None
+        return self.election.leader_address()
 
     def stopping(self) -> bool:
         return self._stopping

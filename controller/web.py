@@ -8,18 +8,26 @@
   `wait`, waits for the reconcile that serves it and returns its outcome
 - `GET /status`: the status board's snapshot (JSON)
 - `GET /healthz`: liveness, 200 while the process serves; depends on nothing external
-- `GET /readyz`: 200 after the first reconcile; 503 before it, while stopping, and (with leader
-  election) while another replica leads, so that a Service sends webhooks to the leader
+- `GET /readyz`: 200 after the first reconcile; 503 before it and while stopping. With leader
+  election, a follower is ready (200) while it knows the leader's address (it relays), else 503
 - `GET /metrics`: Prometheus text exposition
 
 Webhooks: 202 `{"ticket": N}` when verified and a reconcile was requested; 401 when the signature,
 token or credentials are missing, malformed or wrong (nothing is triggered); 413 over the body
 cap (Content-Length checked first, then the body is read with a hard limit); 415 for a
 compressed body (the signature covers the bytes sent, and a small compressed body can inflate);
-503 while stopping, when the secret cannot be read, or on a replica that does not lead (leader
-election). The payload is never parsed: it only
+503 while stopping or when the secret cannot be read. The payload is never parsed: it only
 triggers a reconcile, which fetches from git itself. Requests coalesce in the controller, so a
 flood of hooks is one pending reconcile.
+
+Leader election: on a follower, the webhooks and `POST /reconcile` are relayed to the leader
+(its address from the Lease, `http://HOST:PORT` only) after the body cap and the compression
+check, with the body and the headers that matter (signatures, tokens, `Authorization`,
+`Content-Type`, event names) and nothing else; the leader's status and body are the answer. The
+follower verifies nothing (the leader does), and relays only those fixed paths, to that one
+address, without following redirects. No address known: 503 "no leader known"; the leader does
+not answer in time: 503 "leader unreachable"; a request that was relayed once already is not
+relayed again (503 "not the leader"), so stale records cannot make replicas relay in a circle.
 
 Secrets are read through callables on every request, so a rotated secret is used at once; each
 value read is registered with the redactor. Every JSON body that goes out is redacted, no
@@ -38,6 +46,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, Protocol, TypeVar
 
+import aiohttp
 from aiohttp import web
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -47,6 +56,7 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from yarl import URL
 
 from controller.adapters.redact import REDACTOR, redact
 from controller.webhooks import (
@@ -67,6 +77,28 @@ MAX_WAIT = 600.0
 MAX_WAITERS = 16
 """Manual triggers waiting at once; more are answered 429 (and trigger nothing)."""
 LABEL_LIMIT = 200
+RELAY_TIMEOUT = 10.0
+"""Seconds a follower waits for the leader's answer to a relayed request."""
+RELAY_MARK = "X-Envship-Relayed"
+"""Set on relayed requests: a replica that does not lead never relays one again."""
+RELAYED_HEADERS = (
+    "Content-Type",
+    "Authorization",
+    "User-Agent",
+    "X-Hub-Signature-256",
+    "X-Hub-Signature",
+    "X-GitHub-Event",
+    "X-GitHub-Delivery",
+    "X-GitHub-Hook-ID",
+    "X-Gitlab-Token",
+    "X-Gitlab-Event",
+    "X-Gitlab-Event-UUID",
+    "X-Gitlab-Webhook-UUID",
+    "X-Signature",
+)
+"""The request headers a follower passes on to the leader (every value of each)."""
+ANSWER_HEADERS = ("Content-Type", "WWW-Authenticate", "Retry-After")
+"""The leader's answer headers a follower passes back."""
 
 T = TypeVar("T")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -102,7 +134,9 @@ class ControllerPort(Protocol):
         ...
 
     # Optional: `leading() -> bool` (only reads a flag), False on a replica that does not hold
-    # the leader lease: it is not ready and refuses triggers (503 "not the leader").
+    # the leader lease, and `leader_address() -> str | None` (only reads attributes), the
+    # leader's `http://HOST:PORT` from the Lease: such a replica relays triggers there and is
+    # ready while it knows one.
 
 
 @dataclass(frozen=True)
@@ -180,6 +214,12 @@ class Metrics:
             ["provider", "result"],
             registry=r,
         )
+        self.relayed = Counter(
+            "envship_relayed_requests_total",
+            "Webhooks and manual triggers a follower relayed to the leader, by result.",
+            ["result"],
+            registry=r,
+        )
         self.leader = Gauge(
             "envship_leader",
             "1 while this replica reconciles: it holds the leader lease, or leader election is "
@@ -211,6 +251,10 @@ class Metrics:
 
     def webhook(self, provider: str, result: str) -> None:
         self.webhooks.labels(provider=_label(provider), result=_label(result)).inc()
+
+    def relay(self, result: str) -> None:
+        """One request a follower relayed (`result`: relayed, no_leader, unreachable, loop)."""
+        self.relayed.labels(result=_label(result)).inc()
 
     def set_environment(
         self, name: str, *, phase: str, revision: str | None, hash: str | None
@@ -286,6 +330,29 @@ def _json(data: Mapping[str, Any], status: int = 200, **headers: str) -> web.Res
     return response
 
 
+def relay_origin(address: str | None) -> URL | None:
+    """The leader's `http://HOST:PORT` as a URL; None unless `address` is exactly that (no
+    other scheme, no credentials, path, query or fragment)."""
+    if not address:
+        return None
+    try:
+        url = URL(address)
+    except (TypeError, ValueError):
+        return None
+    if (
+        url.scheme != "http"
+        or not url.host
+        or url.explicit_port is None
+        or url.user is not None
+        or url.password is not None
+        or url.raw_path not in ("", "/")
+        or url.raw_query_string
+        or url.raw_fragment
+    ):
+        return None
+    return url.origin()
+
+
 def _read_secret(source: SecretSource | None) -> str | None:
     if source is None:
         return None
@@ -313,10 +380,14 @@ class _Server:
         self.calls = ThreadPoolExecutor(max_workers=4, thread_name_prefix="envship-web")
         self.waits = ThreadPoolExecutor(max_workers=MAX_WAITERS, thread_name_prefix="envship-wait")
         self.waiting = 0
+        self.session: aiohttp.ClientSession | None = None
+        """For relaying to the leader: made on the event loop when first needed."""
 
     async def close(self, _app: web.Application) -> None:
         self.calls.shutdown(wait=False, cancel_futures=True)
         self.waits.shutdown(wait=False, cancel_futures=True)
+        if self.session is not None:
+            await self.session.close()
 
     async def _call(self, function: Callable[..., T], *args: Any) -> T:
         loop = asyncio.get_running_loop()
@@ -337,6 +408,84 @@ class _Server:
         except Exception:
             return False
 
+    def _leader_origin(self) -> URL | None:
+        """On a follower: the leader's `http://HOST:PORT`, if known and well formed."""
+        address = getattr(self.controller, "leader_address", None)
+        if address is None:
+            return None
+        try:
+            return relay_origin(address())
+        except Exception:
+            return None
+
+    async def _body(self, request: web.Request, provider: str | None) -> bytes | web.Response:
+        """The request's body within the cap (413 over it), refusing compressed webhooks
+        (415); `provider`: the webhook's, for its metrics (None: the manual trigger)."""
+        length = request.content_length
+        if length is not None and length > self.max_body:
+            return self._too_large(provider)
+        encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
+        if provider is not None and encoding not in ("", "identity"):
+            self.metrics.webhook(provider, "unsupported")
+            return _json({"error": "compressed bodies are not accepted"}, 415)
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            return self._too_large(provider)
+        if len(body) > self.max_body:
+            return self._too_large(provider)
+        return body
+
+    # -- relaying to the leader (on a follower)
+
+    async def _relay(
+        self, request: web.Request, path: str, provider: str | None, timeout: float
+    ) -> web.Response:
+        """Send the request on to the leader (`path`: the route's own, fixed) and answer with
+        the leader's answer; nothing is verified here, the leader does it."""
+        if RELAY_MARK in request.headers:
+            self.metrics.relay("loop")
+            return _json({"error": "not the leader"}, 503)
+        origin = self._leader_origin()
+        if origin is None:
+            self.metrics.relay("no_leader")
+            return _json({"error": "no leader known"}, 503)
+        body = await self._body(request, provider)
+        if isinstance(body, web.Response):
+            return body
+        query = request.rel_url.raw_query_string
+        target = URL(f"{origin}{path}" + (f"?{query}" if query else ""), encoded=True)
+        headers: list[tuple[str, str]] = [
+            (name, value) for name in RELAYED_HEADERS for value in request.headers.getall(name, [])
+        ]
+        headers.append((RELAY_MARK, "1"))
+        if self.session is None:
+            # no proxy from the environment; a connection per request (relays are rare, and a
+            # kept-alive one could point at a leader that is gone)
+            connector = aiohttp.TCPConnector(force_close=True)
+            self.session = aiohttp.ClientSession(connector=connector, trust_env=False)
+        try:
+            async with self.session.request(
+                request.method,
+                target,
+                data=body,
+                headers=headers,
+                allow_redirects=False,
+                timeout=aiohttp.ClientTimeout(total=timeout),
+                skip_auto_headers=() if "Content-Type" in request.headers else ("Content-Type",),
+            ) as answer:
+                content = await answer.read()
+                status = answer.status
+                passed = {n: answer.headers[n] for n in ANSWER_HEADERS if n in answer.headers}
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            log.warning("relaying %s to the leader failed: %s", path, type(exc).__name__)
+            self.metrics.relay("unreachable")
+            return _json({"error": "leader unreachable"}, 503)
+        self.metrics.relay("relayed")
+        response = web.Response(status=status, body=content, headers=passed)
+        response.headers["Cache-Control"] = "no-store"
+        return response
+
     # -- webhooks
 
     async def _webhook(
@@ -349,21 +498,10 @@ class _Server:
             self.metrics.webhook(provider, "stopping")
             return _json({"error": "stopping"}, 503)
         if not self._leading():
-            self.metrics.webhook(provider, "not_leader")
-            return _json({"error": "not the leader"}, 503)
-        length = request.content_length
-        if length is not None and length > self.max_body:
-            return self._too_large(provider)
-        encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
-        if encoding not in ("", "identity"):
-            self.metrics.webhook(provider, "unsupported")
-            return _json({"error": "compressed bodies are not accepted"}, 415)
-        try:
-            body = await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            return self._too_large(provider)
-        if len(body) > self.max_body:
-            return self._too_large(provider)
+            return await self._relay(request, f"/hooks/{provider}", provider, RELAY_TIMEOUT)
+        body = await self._body(request, provider)
+        if isinstance(body, web.Response):
+            return body
         try:
             verdict = await self._call(verify, request.headers, body)
         except SecretUnavailable as exc:
@@ -391,8 +529,9 @@ class _Server:
         self.metrics.webhook(provider, "accepted")
         return _json({"ticket": ticket}, 202)
 
-    def _too_large(self, provider: str) -> web.Response:
-        self.metrics.webhook(provider, "too_large")
+    def _too_large(self, provider: str | None) -> web.Response:
+        if provider is not None:
+            self.metrics.webhook(provider, "too_large")
         response = _json({"error": f"body over {self.max_body} bytes"}, 413)
         response.force_close()
         return response
@@ -434,7 +573,14 @@ class _Server:
         if self._stopping():
             return _json({"error": "stopping"}, 503)
         if not self._leading():
-            return _json({"error": "not the leader"}, 503)
+            timeout = RELAY_TIMEOUT
+            try:  # the leader checks `wait` itself; this only sizes the timeout
+                wait = float(request.query.get("wait", "0"))
+            except ValueError:
+                wait = 0.0
+            if math.isfinite(wait) and wait > 0:
+                timeout = max(RELAY_TIMEOUT, min(wait, MAX_WAIT) + 5)
+            return await self._relay(request, "/reconcile", None, timeout)
         try:
             verdict = await self._call(self._verify_bearer, request.headers)
         except SecretUnavailable as exc:
@@ -486,7 +632,9 @@ class _Server:
         if self._stopping():
             return _json({"ready": False, "reason": "stopping"}, 503)
         if not self._leading():
-            return _json({"ready": False, "reason": "not the leader"}, 503)
+            if self._leader_origin() is None:
+                return _json({"ready": False, "reason": "no leader known"}, 503)
+            return _json({"ready": True, "leading": False})
         try:
             ready = bool(self.controller.ready())
         except Exception:

@@ -368,6 +368,11 @@ def test_probes_and_service(case: str) -> None:
     assert selector.items() <= pod_labels.items()
     assert env(controller)["POD_NAME"] == {"fieldRef": {"fieldPath": "metadata.name"}}
     assert env(controller)["POD_NAMESPACE"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
+    # the leader publishes http://POD_IP:port in its Lease (leader election only)
+    if "leaderElection" in rendered_config(manifests):
+        assert env(controller)["POD_IP"] == {"fieldRef": {"fieldPath": "status.podIP"}}
+    else:
+        assert "POD_IP" not in env(controller)
 
 
 # -- one case each -------------------------------------------------------------------------------
@@ -502,13 +507,40 @@ def test_replicas_turn_leader_election_on() -> None:
     holders = [c["name"] for c in all_containers(pod) if "kube-api-access" in mounts(c)]
     assert holders == [CONTROLLER]
     assert mounts(container(pod, CONTROLLER))["kube-api-access"]["mountPath"] == API_TOKEN_DIR
-    # standbys are never Ready: the budget counts unavailable pods, not available ones
+    assert env(container(pod, CONTROLLER))["POD_IP"] == {"fieldRef": {"fieldPath": "status.podIP"}}
+    # standbys are Ready (they relay webhooks to the leader): one replica stays up in a drain,
+    # and the leader can be evicted like the others
     budget = one(manifests, "PodDisruptionBudget")["spec"]
-    assert budget["maxUnavailable"] == 1
-    assert "minAvailable" not in budget
+    assert budget["minAvailable"] == 1
+    assert "maxUnavailable" not in budget
     assert budget["unhealthyPodEvictionPolicy"] == "AlwaysAllow"
     selector = one(manifests, "Deployment")["spec"]["selector"]["matchLabels"]
     assert budget["selector"]["matchLabels"] == selector
+
+
+@pytest.mark.parametrize(
+    ("replicas", "budget", "expected"),
+    [
+        (1, {}, {"maxUnavailable": 1}),  # minAvailable 1 would block every drain
+        (2, {}, {"minAvailable": 1}),
+        (3, {"maxUnavailable": 1}, {"maxUnavailable": 1}),
+        (3, {"minAvailable": "50%"}, {"minAvailable": "50%"}),
+        (1, {"maxUnavailable": "25%", "minAvailable": 0}, {"minAvailable": 0}),
+    ],
+)
+def test_the_disruption_budget_defaults_to_the_replica_count(
+    replicas: int, budget: Values, expected: Values
+) -> None:
+    values = case_values("defaults") | {
+        "replicas": replicas,
+        "podDisruptionBudget": {"enabled": True, **budget},
+    }
+    chart().validate_schema(values)
+    pdb = one(render(values), "PodDisruptionBudget")
+    kubernetes_validate.validate(pdb, KUBE_VERSION, strict=True)
+    spec = pdb["spec"]
+    assert {k: spec[k] for k in ("minAvailable", "maxUnavailable") if k in spec} == expected
+    assert spec["unhealthyPodEvictionPolicy"] == "AlwaysAllow"
 
 
 def test_leader_election_can_be_on_with_one_replica() -> None:
@@ -610,6 +642,11 @@ def test_notes_tell_the_webhook_url_and_how_to_see_status() -> None:
     assert "privileged" in without
     remote = render_files(case_values("remote"))["NOTES.txt"]
     assert "restricted" in remote
+    assert "Leader election" not in without
+    replicas = render_files(case_values("replicas"))["NOTES.txt"]
+    assert "one of 3 pods reconciles" in replicas
+    assert "relay the webhooks and manual triggers" in replicas
+    assert "not Ready" not in replicas
     assert "tcp://builder.build.svc.cluster.local:2376" in remote
 
 

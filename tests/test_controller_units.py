@@ -646,6 +646,40 @@ def test_status_prints_a_table(monkeypatch: pytest.MonkeyPatch):
     assert result.output.splitlines()[1] == (
         "lease envship/envship: envship-1 is standing by; leader envship-0"
     )
+    snapshot["leader_election"]["leader_address"] = "http://10.0.0.7:8080"
+    result = CliRunner().invoke(main, ["status", "--url", "http://127.0.0.1:9999/"])
+    assert result.output.splitlines()[1] == (
+        "lease envship/envship: envship-1 is standing by; leader envship-0 at http://10.0.0.7:8080"
+    )
+
+
+class FakeElection:
+    def __init__(self, leading: bool, address: str | None) -> None:
+        self.leading = leading
+        self.address = address
+
+    def is_leader(self) -> bool:
+        return self.leading
+
+    def leader_address(self) -> str | None:
+        return self.address
+
+    def describe(self) -> dict[str, Any]:
+        return {"leading": self.leading, "leader_address": self.address}
+
+
+def test_only_a_follower_names_a_leader_address(rig: Rig):
+    controller = rig.controller()
+    assert controller.leader_address() is None  # no leader election: it leads itself
+    election = FakeElection(leading=False, address="http://10.0.0.7:8080")
+    controller.election = election
+    assert not controller.leading()
+    assert controller.leader_address() == "http://10.0.0.7:8080"
+    assert controller.status()["leader_election"]["leader_address"] == "http://10.0.0.7:8080"
+    election.leading = True  # a leader never relays, whatever its election says
+    assert controller.leader_address() is None
+    election.leading, election.address = False, None
+    assert controller.leader_address() is None
 
 
 def test_status_says_when_the_controller_cannot_be_reached():

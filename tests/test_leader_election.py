@@ -8,6 +8,8 @@ Durations are short (lease 2 s, renew deadline 1.5 s, retry period 0.3 s) to kee
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import os
 import signal
 import socket
@@ -26,13 +28,16 @@ import requests
 import trustme
 import yaml
 from aiohttp.test_utils import TestClient, TestServer
+from prometheus_client.parser import text_string_to_metric_families
 
 from controller.adapters.gitsource import GitSettings, GitSource
 from controller.adapters.lease import (
+    ADDRESS_ANNOTATION,
     LeaderElector,
     LeaseError,
     LeaseSettings,
     coordination_api,
+    default_address,
     default_identity,
     default_namespace,
 )
@@ -41,7 +46,7 @@ from controller.config import ConfigError, load
 from controller.controller import Controller
 from controller.core.discovery import DiscoveryOptions
 from controller.web import Metrics, WebhookSecrets, make_app
-from tests.canaries import record_output
+from tests.canaries import canary, record_output
 from tests.kube_standin import KubeStandin
 from tests.test_gitsource import Upstream
 
@@ -127,8 +132,10 @@ class Candidates:
             kubeconfig=str(kubeconfig or self.kubeconfig),
         )
 
-    def __call__(self, identity: str, *, start: bool = True, **options: Any) -> Candidate:
-        settings = LeaseSettings(LEASE, NS, identity, DURATION, DEADLINE, RETRY)
+    def __call__(
+        self, identity: str, *, start: bool = True, address: str | None = None, **options: Any
+    ) -> Candidate:
+        settings = LeaseSettings(LEASE, NS, identity, DURATION, DEADLINE, RETRY, address)
         candidate: Candidate
 
         def started() -> None:
@@ -275,6 +282,17 @@ def test_namespace_and_identity_defaults(tmp_path: Path) -> None:
     assert default_identity({}) == socket.gethostname()
 
 
+def test_the_published_address_is_the_pod_ip_and_the_http_port() -> None:
+    assert default_address(8080, {"POD_IP": "10.244.1.7"}) == "http://10.244.1.7:8080"
+    assert default_address(9000, {"POD_IP": " fd00::a:7 "}) == "http://[fd00::a:7]:9000"
+    assert default_address(8080, {}) is None
+    assert default_address(8080, {"POD_IP": ""}) is None
+    with pytest.raises(LeaseError, match="POD_IP"):
+        default_address(8080, {"POD_IP": "10.0.0.7:8080"})
+    with pytest.raises(ValueError, match="http://"):
+        LeaseSettings(LEASE, NS, "a", address="https://10.0.0.7:8080")
+
+
 # -- the API client and the stand-in -----------------------------------------------------------
 
 
@@ -390,7 +408,9 @@ def test_two_candidates_race_and_exactly_one_leads(candidates: Candidates) -> No
         "lease": f"{NS}/{LEASE}",
         "leading": False,
         "leader": leader.identity,
+        "leader_address": None,  # neither publishes one
     }
+    assert follower.elector.leader_address() is None
     assert not leader.lost.is_set()
     assert not follower.lost.is_set()
 
@@ -469,6 +489,103 @@ def test_the_release_empties_the_holder_like_client_go(candidates: Candidates) -
     assert spec["leaseDurationSeconds"] == 1
     assert spec["leaseTransitions"] == 0
     assert a.elector.describe()["leader"] is None
+
+
+def annotation(lease: dict[str, Any] | None) -> str | None:
+    return ((lease or {}).get("metadata", {}).get("annotations") or {}).get(ADDRESS_ANNOTATION)
+
+
+def test_the_leader_publishes_its_address_and_followers_learn_it(candidates: Candidates) -> None:
+    a = candidates("a", address="http://10.0.0.1:8080")
+    wait_until(a.elector.is_leader, 5, "a leading")
+    assert annotation(candidates.lease()) == "http://10.0.0.1:8080"  # written as it took it
+    b = candidates("b", address="http://10.0.0.2:8080")
+    wait_until(lambda: b.elector.leader_address() is not None, 5, "b learning a's address")
+    assert b.elector.leader_address() == "http://10.0.0.1:8080"
+    assert b.elector.describe()["leader"] == "a"
+    assert b.elector.describe()["leader_address"] == "http://10.0.0.1:8080"
+    assert a.elector.leader_address() is None  # the leader never relays to itself
+    assert a.elector.describe()["leader_address"] == "http://10.0.0.1:8080"
+
+    # someone strips the annotation: the next renewal writes it back
+    candidates.standin.write(NS, LEASE, lambda lease: lease["metadata"].pop("annotations"))
+    wait_until(lambda: annotation(candidates.lease()) is not None, 2, "the address restored")
+    assert annotation(candidates.lease()) == "http://10.0.0.1:8080"
+    assert a.elector.is_leader()
+
+    # a gives the Lease up: the address goes with it, b takes over and publishes its own
+    gate = threading.Event()
+    candidates.standin.before = lambda method, _path, body: (
+        gate.wait(5) if method == "PUT" and holder_of(body) == "b" else None
+    )
+    a.elector.stop()
+    released = candidates.lease()
+    assert released["spec"].get("holderIdentity", "") == ""
+    assert annotation(released) is None
+    gate.set()
+    wait_until(b.elector.is_leader, 3, "b taking over")
+    assert annotation(candidates.lease()) == "http://10.0.0.2:8080"
+    assert b.elector.leader_address() is None
+    assert b.elector.describe()["leader_address"] == "http://10.0.0.2:8080"
+
+
+def test_a_follower_ignores_an_address_without_a_holder_or_its_own(
+    candidates: Candidates,
+) -> None:
+    a = candidates("a", address="http://10.0.0.1:8080")
+    wait_until(a.elector.is_leader, 5, "a leading")
+    a.elector.stop(release=False)  # a crashes: the Lease still names it, with its address
+    b = candidates("b", address="http://10.0.0.1:8080")  # restarted on the same pod IP
+    wait_until(lambda: b.elector.describe()["leader"] == "a", 5, "b reading the Lease")
+    assert b.elector.describe()["leader_address"] == "http://10.0.0.1:8080"
+    assert b.elector.leader_address() is None  # its own address: never relay to oneself
+    wait_until(b.elector.is_leader, DURATION + 3, "b taking over")
+    assert annotation(candidates.lease()) == "http://10.0.0.1:8080"
+
+
+def test_an_address_counts_only_with_a_holder() -> None:
+    from kubernetes import client  # noqa: PLC0415
+
+    elector = LeaderElector(LeaseSettings(LEASE, NS, "b", DURATION, DEADLINE, RETRY), api=None)
+
+    def record(version: str, holder: str, annotations: dict[str, str] | None) -> None:
+        meta = client.V1ObjectMeta(resource_version=version, annotations=annotations)
+        elector._observe(
+            client.V1Lease(metadata=meta, spec=client.V1LeaseSpec(holder_identity=holder)), 0.0
+        )
+
+    record("1", "a", {ADDRESS_ANNOTATION: "http://10.0.0.1:8080"})
+    assert elector.leader_address() == "http://10.0.0.1:8080"
+    # released by another client: nobody holds it, the annotation stayed
+    record("2", "", {ADDRESS_ANNOTATION: "http://10.0.0.1:8080"})
+    assert elector.leader_address() is None
+    assert elector.describe()["leader_address"] is None
+    record("3", "c", None)  # a leader that publishes nothing
+    assert elector.leader_address() is None
+    record("4", "c", {ADDRESS_ANNOTATION: "http://" + "x" * 300 + ":1"})
+    assert elector.leader_address() is None
+    # a record that names this replica (a previous life of it): never relay to oneself
+    record("5", "b", {ADDRESS_ANNOTATION: "http://10.0.0.9:8080"})
+    assert elector.leader_address() is None
+    assert elector.describe()["leader_address"] == "http://10.0.0.9:8080"
+
+
+def test_a_leader_without_an_address_removes_a_stale_one(candidates: Candidates) -> None:
+    a = candidates("a")
+    wait_until(a.elector.is_leader, 5, "a leading")
+    candidates.standin.write(
+        NS,
+        LEASE,
+        lambda lease: lease["metadata"].update(
+            annotations={ADDRESS_ANNOTATION: "http://10.9.9.9:8080", "team": "ml"}
+        ),
+    )
+    wait_until(lambda: annotation(candidates.lease()) is None, 2, "the stale address removed")
+    assert candidates.lease()["metadata"]["annotations"] == {"team": "ml"}  # others are kept
+    b = candidates("b")
+    time.sleep(2 * RETRY)
+    assert b.elector.describe()["leader"] == "a"
+    assert b.elector.leader_address() is None
 
 
 def test_a_conflicting_write_is_retried_and_leadership_kept(candidates: Candidates) -> None:
@@ -601,7 +718,7 @@ def refused_spec_repository(folder: Path) -> Upstream:
     return upstream
 
 
-def test_a_follower_is_not_ready_and_refuses_triggers_until_it_leads(
+def test_a_follower_without_a_leader_address_is_not_ready_and_relays_nothing_until_it_leads(
     candidates: Candidates, tmp_path: Path
 ) -> None:
     upstream = refused_spec_repository(tmp_path)
@@ -609,7 +726,7 @@ def test_a_follower_is_not_ready_and_refuses_triggers_until_it_leads(
     runner = NoRunner()
     metrics = Metrics()
     controller = Controller(source, runner, DiscoveryOptions(root="envs"), metrics=metrics)
-    a = candidates("a")
+    a = candidates("a")  # publishes no address (no POD_IP)
     wait_until(a.elector.is_leader, 5, "a leading")
     b = candidates("b", start=False)
     b.elector.on_started_leading = lambda: controller.start(schedule=False)
@@ -627,7 +744,7 @@ def test_a_follower_is_not_ready_and_refuses_triggers_until_it_leads(
 
             await asyncio.sleep(2 * RETRY)
             assert await get("/healthz") == (200, {"ok": True})
-            assert await get("/readyz") == (503, {"ready": False, "reason": "not the leader"})
+            assert await get("/readyz") == (503, {"ready": False, "reason": "no leader known"})
             status, body = await get("/status")
             assert status == 200
             assert body["leader_election"] == {
@@ -635,14 +752,16 @@ def test_a_follower_is_not_ready_and_refuses_triggers_until_it_leads(
                 "lease": f"{NS}/{LEASE}",
                 "leading": False,
                 "leader": "a",
+                "leader_address": None,
             }
             assert body["environments"] == []
             assert "envship_leader 0.0" in (await get("/metrics"))[1]
             async with client.post("/hooks/generic", data=b"{}") as response:
                 assert response.status == 503
-                assert await response.json() == {"error": "not the leader"}
+                assert await response.json() == {"error": "no leader known"}
             async with client.post("/reconcile", headers={"Authorization": "Bearer x"}) as r:
                 assert r.status == 503
+                assert await r.json() == {"error": "no leader known"}
             with pytest.raises(RuntimeError, match="not the leader"):
                 controller.request_reconcile("scheduled")
 
@@ -708,6 +827,7 @@ class Replica:
     process: subprocess.Popen[bytes]
     url: str
     log: Path
+    hook_secret: str
 
     def get(self, path: str) -> requests.Response:
         return requests.get(self.url + path, timeout=5)
@@ -725,6 +845,24 @@ class Replica:
                 total += float(line.rsplit(" ", 1)[1])
         return total
 
+    def metric(self, name: str, **labels: str) -> float:
+        for family in text_string_to_metric_families(self.get("/metrics").text):
+            for sample in family.samples:
+                if sample.name == name and sample.labels == labels:
+                    return float(sample.value)
+        return 0.0
+
+    def github_push(self, secret: str | None = None) -> requests.Response:
+        body = b'{"ref": "refs/heads/main"}'
+        key = (secret or self.hook_secret).encode()
+        signature = "sha256=" + hmac.new(key, body, hashlib.sha256).hexdigest()
+        headers = {
+            "X-Hub-Signature-256": signature,
+            "X-GitHub-Event": "push",
+            "Content-Type": "application/json",
+        }
+        return requests.post(self.url + "/hooks/github", data=body, headers=headers, timeout=15)
+
     def output(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
@@ -739,6 +877,7 @@ def free_port() -> int:
 def replicas(candidates: Candidates, tmp_path: Path) -> Iterator[Callable[[str], Replica]]:
     upstream = refused_spec_repository(tmp_path)
     started: list[Replica] = []
+    hook_secret = canary("webhook")
 
     def launch(name: str) -> Replica:
         folder = tmp_path / name
@@ -750,6 +889,7 @@ def replicas(candidates: Candidates, tmp_path: Path) -> Iterator[Callable[[str],
             "registry": {"url": "127.0.0.1:9/never-contacted"},
             "intervals": {"reconcile": 600, "resync": 3600, "grace": 5},
             "http": {"port": port},
+            "webhooks": {"github": "env:ENVSHIP_TEST_HOOK"},
             "leaderElection": {
                 "enabled": True,
                 "leaseName": LEASE,
@@ -765,6 +905,8 @@ def replicas(candidates: Candidates, tmp_path: Path) -> Iterator[Callable[[str],
             KUBECONFIG=str(candidates.kubeconfig),
             POD_NAME=name,
             POD_NAMESPACE=NS,
+            POD_IP="127.0.0.1",
+            ENVSHIP_TEST_HOOK=hook_secret,
         )
         log = folder / "stderr.log"
         with log.open("wb") as err:
@@ -782,7 +924,7 @@ def replicas(candidates: Candidates, tmp_path: Path) -> Iterator[Callable[[str],
                 env=env,
                 cwd=ROOT,
             )
-        replica = Replica(name, process, f"http://127.0.0.1:{port}", log)
+        replica = Replica(name, process, f"http://127.0.0.1:{port}", log, hook_secret)
         started.append(replica)
         return replica
 
@@ -794,7 +936,7 @@ def replicas(candidates: Candidates, tmp_path: Path) -> Iterator[Callable[[str],
         record_output(replica.output())
 
 
-def test_two_envship_run_processes_one_leads_then_hands_over_on_sigterm(
+def test_two_envship_run_processes_one_leads_the_other_relays_then_it_takes_over_on_sigterm(
     replicas: Callable[[str], Replica], candidates: Candidates
 ) -> None:
     one, two = replicas("replica-one"), replicas("replica-two")
@@ -806,13 +948,19 @@ def test_two_envship_run_processes_one_leads_then_hands_over_on_sigterm(
         except requests.RequestException:
             return False
 
+    def leading(replica: Replica) -> bool:
+        return bool(replica.get("/status").json()["leader_election"]["leading"])
+
     wait_until(lambda: serving(one) and serving(two), 30, "both serving HTTP")
-    wait_until(lambda: one.ready() or two.ready(), 15, "one replica ready")
-    leader, follower = (one, two) if one.ready() else (two, one)
+    wait_until(lambda: leading(one) or leading(two), 15, "one replica leading")
+    leader, follower = (one, two) if leading(one) else (two, one)
+    wait_until(leader.ready, 15, "the leader ready after its first reconcile")
     time.sleep(3 * RETRY)
-    assert not follower.ready()
-    assert follower.get("/readyz").json() == {"ready": False, "reason": "not the leader"}
-    assert candidates.lease()["spec"]["holderIdentity"] == leader.name
+    # the follower is Ready too: it knows where the leader is and relays to it
+    assert follower.get("/readyz").json() == {"ready": True, "leading": False}
+    lease = candidates.lease()
+    assert lease["spec"]["holderIdentity"] == leader.name
+    assert lease["metadata"]["annotations"][ADDRESS_ANNOTATION] == leader.url
     status = leader.get("/status").json()
     assert status["leader_election"]["leading"] is True
     assert [env["phase"] for env in status["environments"]] == ["Stalled"]
@@ -821,17 +969,37 @@ def test_two_envship_run_processes_one_leads_then_hands_over_on_sigterm(
         "lease": f"{NS}/{LEASE}",
         "leading": False,
         "leader": leader.name,
+        "leader_address": leader.url,
     }
     assert leader.reconciles() >= 1
+    assert follower.reconciles() == 0
+
+    # a signed GitHub push sent to the follower reaches the leader, which reconciles again
+    before = leader.reconciles()
+    answer = follower.github_push()
+    assert answer.status_code == 202, answer.text
+    assert isinstance(answer.json()["ticket"], int)
+    wait_until(lambda: leader.reconciles() > before, 10, "the leader reconciling the push")
+    assert leader.metric("envship_webhooks_total", provider="github", result="accepted") == 1
+    # a wrongly signed one is the leader's to refuse, and triggers nothing
+    refused = follower.github_push(secret="not-the-secret")
+    assert refused.status_code == 401
+    assert refused.json()["error"] == "unauthorized"
+    assert leader.metric("envship_webhooks_total", provider="github", result="rejected") == 1
+    assert follower.metric("envship_relayed_requests_total", result="relayed") == 2
     assert follower.reconciles() == 0
     assert "reconcile started" not in follower.output()
 
     leader.process.send_signal(signal.SIGTERM)
     assert leader.process.wait(10) == 0, leader.output()
     assert "released the lease" in leader.output()
-    wait_until(follower.ready, 2 * RETRY + 5, "the other replica ready")
+    wait_until(lambda: leading(follower), 2 * RETRY + 5, "the other replica leading")
+    wait_until(follower.ready, 5, "the new leader ready")
+    assert follower.get("/readyz").json() == {"ready": True}
     assert candidates.lease()["spec"]["holderIdentity"] == follower.name
+    assert candidates.lease()["metadata"]["annotations"][ADDRESS_ANNOTATION] == follower.url
     assert follower.reconciles() >= 1
+    assert follower.github_push().status_code == 202  # now served where it arrives
 
     # the API server goes away: the new leader exits at the renew deadline, non-zero
     down = time.monotonic()

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import gzip
 import hashlib
 import hmac
 import json
+import socket
 import threading
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -16,12 +18,14 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from multidict import CIMultiDict
 
+from controller import web as controller_web
 from controller.adapters.redact import REDACTOR
 from controller.status import EnvStatus, Phase, StatusBoard, utc_iso
-from controller.web import Metrics, WebhookSecrets, make_app, start_server
+from controller.web import Metrics, WebhookSecrets, make_app, relay_origin, start_server
 from tests.canaries import canary, record_output
 
 GITHUB = canary("webhook")
@@ -398,6 +402,305 @@ def test_while_stopping_webhooks_and_triggers_are_503():
     assert h.controller.reasons == []
 
 
+# -- a follower relays to the leader (leader election) ------------------------------------------
+
+
+class FakeFollower(FakeController):
+    """A replica that does not lead; the Lease names the leader's address (or none)."""
+
+    def __init__(self, address: str | None = None) -> None:
+        super().__init__()
+        self.address = address
+
+    def leading(self) -> bool:
+        return False
+
+    def leader_address(self) -> str | None:
+        return self.address
+
+
+class RecordingLeader:
+    """A stand-in leader: records every request it gets and answers 202 {"ticket": 7}."""
+
+    def __init__(self, delay: float = 0.0) -> None:
+        self.seen: list[tuple[str, str, CIMultiDict[str], bytes]] = []
+        self.delay = delay
+        self.app = web.Application()
+        self.app.router.add_route("*", "/{tail:.*}", self.handle)
+
+    async def handle(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        self.seen.append((request.method, request.path_qs, CIMultiDict(request.headers), body))
+        await asyncio.sleep(self.delay)
+        return web.json_response(
+            {"ticket": 7}, status=202, headers={"Retry-After": "1", "X-Leader-Only": "yes"}
+        )
+
+
+def follow(
+    leader: web.Application | None,
+    scenario: Callable[[Client, FakeFollower, str], Awaitable[None]],
+    *,
+    address: str | None = None,
+    max_body: int = 1024 * 1024,
+) -> Harness:
+    """Run `scenario` against a follower whose Lease names `leader`'s address (served on a
+    free port), or `address` when given."""
+    h = Harness(max_body=max_body)
+    follower = FakeFollower()
+    h.controller = follower
+    h.app = make_app(follower, secrets=h.current.secrets(), metrics=h.metrics, max_body=max_body)
+
+    async def main() -> None:
+        async with contextlib.AsyncExitStack() as stack:
+            url = ""
+            if leader is not None:
+                server = await stack.enter_async_context(TestServer(leader, host="127.0.0.1"))
+                url = f"http://127.0.0.1:{server.port}"
+            follower.address = address if address is not None else url
+            client = await stack.enter_async_context(TestClient(TestServer(h.app)))
+            await scenario(Client(client), follower, url)
+
+    asyncio.run(main())
+    return h
+
+
+def relayed(h: Harness, result: str) -> float:
+    value = h.metrics.registry.get_sample_value(
+        "envship_relayed_requests_total", {"result": result}
+    )
+    return value or 0.0
+
+
+def test_a_follower_relays_a_github_webhook_to_the_leader_and_returns_its_answer():
+    leader = RecordingLeader()
+    headers = CIMultiDict(
+        {
+            **github_headers(),
+            "X-GitHub-Delivery": "72d3162e-cc78-11e3-81ab-4c9367dc0958",
+            "User-Agent": "GitHub-Hookshot/044aadd",
+            "Host": "attacker.example",
+            "Cookie": "session=1",
+            "X-Forwarded-Host": "attacker.example",
+            "Proxy-Authorization": "Basic eDp5",
+        }
+    )
+
+    async def scenario(c: Client, _follower: FakeFollower, url: str) -> None:
+        assert await c.get("/readyz") == (200, {"ready": True, "leading": False})
+        status, text, answer = await c.request(
+            "POST", "/hooks/github?source=test", data=BODY, headers=headers
+        )
+        assert (status, json.loads(text)) == (202, {"ticket": 7})
+        assert answer["Retry-After"] == "1"
+        assert "X-Leader-Only" not in answer
+        assert len(leader.seen) == 1
+        method, path, seen, body = leader.seen[0]
+        assert (method, path, body) == ("POST", "/hooks/github?source=test", BODY)
+        for name in ("X-Hub-Signature-256", "X-GitHub-Event", "Content-Type", "User-Agent"):
+            assert seen[name] == headers[name], name
+        assert seen["X-GitHub-Delivery"] == headers["X-GitHub-Delivery"]
+        assert seen["X-Envship-Relayed"] == "1"
+        assert seen["Host"] == url.removeprefix("http://")  # the leader's, not the caller's
+        for name in ("Cookie", "X-Forwarded-Host", "Proxy-Authorization"):
+            assert name not in seen, name
+        # the follower verifies nothing: a wrongly signed hook is the leader's to refuse
+        status, _ = await c.post("/hooks/github", data=BODY, headers={"X-GitHub-Event": "push"})
+        assert status == 202
+        assert "X-Hub-Signature-256" not in leader.seen[1][2]
+
+    h = follow(leader.app, scenario)
+    assert h.controller.reasons == []  # nothing reconciles on the follower
+    assert h.current.reads == []  # nor is any secret read there
+    assert relayed(h, "relayed") == 2
+
+
+def test_every_hook_and_the_manual_trigger_reach_a_real_leader():
+    leading = Harness()
+    leading.controller.outcomes[1] = {"result": "success"}
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+
+    async def scenario(c: Client, _follower: FakeFollower, _url: str) -> None:
+        status, body = await c.post("/reconcile?wait=3", headers=auth)
+        assert (status, body) == (
+            200,
+            {"ticket": 1, "done": True, "outcome": {"result": "success"}},
+        )
+        status, _, headers = await c.request("POST", "/reconcile", headers={})
+        assert status == 401  # the leader's refusal, with its challenge
+        assert headers["WWW-Authenticate"].startswith("Bearer")
+        assert (await c.post("/reconcile?wait=abc", headers=auth))[0] == 400
+        gitlab = {"X-Gitlab-Token": GITLAB, "X-Gitlab-Event": "Push Hook"}
+        assert await c.post("/hooks/gitlab", data=BODY, headers=gitlab) == (202, {"ticket": 2})
+        ado = {"Authorization": basic(ADO_USER, ADO_PASSWORD)}
+        assert await c.post("/hooks/azure-devops", data=b"[]", headers=ado) == (
+            202,
+            {"ticket": 3},
+        )
+        signed = {"X-Signature": sign(BODY, GENERIC)}
+        assert await c.post("/hooks/generic", data=BODY, headers=signed) == (202, {"ticket": 4})
+        assert (await c.post("/hooks/generic", data=BODY, headers={}))[0] == 401
+        ping = b'{"zen": "Keep it logically awesome."}'
+        assert await c.post(
+            "/hooks/github", data=ping, headers=github_headers(ping, event="ping")
+        ) == (200, {"ok": True, "event": "ping"})
+
+    h = follow(leading.app, scenario)
+    assert leading.controller.reasons == [
+        "manual",
+        "webhook gitlab",
+        "webhook azure-devops",
+        "webhook generic",
+    ]
+    assert leading.controller.waits == [(1, 3.0)]
+    assert h.controller.reasons == []
+    assert h.controller.waits == []
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "",
+        "https://10.0.0.7:8080",
+        "http://10.0.0.7",
+        "http://10.0.0.7:8080/hooks",
+        "http://10.0.0.7:8080?x=1",
+        "http://user:secret@10.0.0.7:8080",
+        "ftp://10.0.0.7:21",
+        "10.0.0.7:8080",
+        "http://:8080",
+    ],
+)
+def test_without_a_usable_leader_address_a_follower_is_not_ready_and_relays_nothing(address):
+    assert relay_origin(address) is None
+
+    async def scenario(c: Client, _follower: FakeFollower, _url: str) -> None:
+        assert await c.get("/readyz") == (503, {"ready": False, "reason": "no leader known"})
+        status, body = await c.post("/hooks/github", data=BODY, headers=github_headers())
+        assert (status, body) == (503, {"error": "no leader known"})
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        assert await c.post("/reconcile", headers=auth) == (503, {"error": "no leader known"})
+
+    h = follow(None, scenario, address=address)
+    assert relayed(h, "no_leader") == 2
+    assert h.controller.reasons == []
+
+
+def test_the_leader_address_is_http_host_and_port_only():
+    assert str(relay_origin("http://10.0.0.7:8080")) == "http://10.0.0.7:8080"
+    assert str(relay_origin("http://[fd00::7]:8080/")) == "http://[fd00::7]:8080"
+
+
+def test_a_leader_that_is_down_or_hangs_is_503_leader_unreachable(monkeypatch):
+    with socket.socket() as sock:  # a port where nothing listens
+        sock.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+    async def down(c: Client, _follower: FakeFollower, _url: str) -> None:
+        status, body = await c.post("/hooks/github", data=BODY, headers=github_headers())
+        assert (status, body) == (503, {"error": "leader unreachable"})
+        # the follower still knows an address: it stays ready (the Lease decides who leads)
+        assert (await c.get("/readyz"))[0] == 200
+
+    h = follow(None, down, address=closed)
+    assert relayed(h, "unreachable") == 1
+
+    monkeypatch.setattr(controller_web, "RELAY_TIMEOUT", 0.3)
+    slow = RecordingLeader(delay=5)
+
+    async def hangs(c: Client, _follower: FakeFollower, _url: str) -> None:
+        started = asyncio.get_running_loop().time()
+        status, body = await c.post("/hooks/generic", data=BODY, headers={})
+        assert (status, body) == (503, {"error": "leader unreachable"})
+        assert asyncio.get_running_loop().time() - started < 3
+        assert len(slow.seen) == 1
+
+    assert relayed(follow(slow.app, hangs), "unreachable") == 1
+
+
+def test_a_manual_trigger_that_waits_gets_the_wait_and_five_seconds(monkeypatch):
+    monkeypatch.setattr(controller_web, "RELAY_TIMEOUT", 0.3)
+    slow = RecordingLeader(delay=1.0)
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+
+    async def scenario(c: Client, _follower: FakeFollower, _url: str) -> None:
+        # no wait: the short timeout
+        assert await c.post("/reconcile", headers=auth) == (503, {"error": "leader unreachable"})
+        # wait=0.1 allows 5.1 s: the leader answers within it
+        assert await c.post("/reconcile?wait=0.1", headers=auth) == (202, {"ticket": 7})
+
+    follow(slow.app, scenario)
+    assert [path for _, path, _, _ in slow.seen] == ["/reconcile", "/reconcile?wait=0.1"]
+    assert all(seen["Authorization"] == f"Bearer {TOKEN}" for _, _, seen, _ in slow.seen)
+
+
+def test_a_follower_refuses_an_oversized_or_compressed_body_without_relaying():
+    leader = RecordingLeader()
+    big = b"x" * 1025
+
+    async def chunks():
+        for _ in range(8):
+            yield b"y" * 512
+
+    async def scenario(c: Client, _follower: FakeFollower, _url: str) -> None:
+        status, body = await c.post("/hooks/github", data=big, headers=github_headers(big))
+        assert status == 413
+        assert "1024" in body["error"]
+        status, _ = await c.post("/hooks/generic", data=chunks(), headers={})
+        assert status == 413
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        assert (await c.post("/reconcile", data=big, headers=auth))[0] == 413
+        packed = gzip.compress(BODY)
+        headers = {**github_headers(packed), "Content-Encoding": "gzip"}
+        assert (await c.post("/hooks/github", data=packed, headers=headers))[0] == 415
+        # exactly at the cap is relayed
+        edge = b"z" * 1024
+        assert (await c.post("/hooks/github", data=edge, headers=github_headers(edge)))[0] == 202
+
+    h = follow(leader.app, scenario, max_body=1024)
+    assert [body for _, _, _, body in leader.seen] == [b"z" * 1024]
+    assert relayed(h, "relayed") == 1
+
+
+def test_a_follower_relays_only_the_hooks_and_the_manual_trigger():
+    leader = RecordingLeader()
+
+    async def scenario(c: Client, follower: FakeFollower, _url: str) -> None:
+        follower.board.reconciled("main@sha1:" + "e" * 40)
+        status, body = await c.get("/status")  # the follower's own
+        assert status == 200
+        assert body["revision"] == "main@sha1:" + "e" * 40
+        assert (await c.get("/healthz"))[0] == 200
+        assert (await c.get("/metrics"))[0] == 200
+        assert (await c.get("/hooks/github"))[0] == 405
+        assert (await c.get("/reconcile"))[0] == 405
+        assert (await c.post("/hooks/bitbucket", data=BODY))[0] == 404
+        assert (await c.post("/hooks/github/../../status", data=BODY))[0] in (404, 405)
+        assert (await c.post("/status"))[0] == 405
+        assert (await c.post("/anything", data=BODY))[0] == 404
+        # a request relayed once already is never relayed again (stale records, no circle)
+        headers = {**github_headers(), "X-Envship-Relayed": "1"}
+        status, body = await c.post("/hooks/github", data=BODY, headers=headers)
+        assert (status, body) == (503, {"error": "not the leader"})
+
+    h = follow(leader.app, scenario)
+    assert leader.seen == []
+    assert relayed(h, "loop") == 1
+    assert relayed(h, "relayed") == 0
+
+
+def test_a_stopping_follower_relays_nothing():
+    leader = RecordingLeader()
+
+    async def scenario(c: Client, follower: FakeFollower, _url: str) -> None:
+        follower.is_stopping = True
+        assert (await c.post("/hooks/github", data=BODY, headers=github_headers()))[0] == 503
+        assert (await c.get("/readyz")) == (503, {"ready": False, "reason": "stopping"})
+
+    follow(leader.app, scenario)
+    assert leader.seen == []
+
+
 # -- manual trigger ------------------------------------------------------------------------------
 
 
@@ -572,6 +875,7 @@ METRIC_NAMES = (
     "envship_git_requests_total",
     "envship_registry_requests_total",
     "envship_webhooks_total",
+    "envship_relayed_requests_total",
 )
 
 

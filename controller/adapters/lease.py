@@ -19,7 +19,11 @@ with any other client of the same Lease:
   can start;
 - `stop(release=True)` gives the Lease up as client-go's `ReleaseOnCancel` does:
   `holderIdentity` empty, `leaseDurationSeconds` 1, so another replica takes over within about
-  one `retry_period` instead of waiting for the lease to expire.
+  one `retry_period` instead of waiting for the lease to expire;
+- the leader publishes where it serves HTTP (`settings.address`, `http://<pod IP>:<port>`) in
+  the Lease's annotation `envship.io/address`, written with the holder on every acquisition and
+  renewal (removed when it has none, and on release); followers keep the holder's address from
+  the records they read (`leader_address()`) to relay webhooks to the leader.
 
 Why not `kubernetes.leaderelection`: its `LeaderElection.run()` blocks its caller in loops that
 never end (no way to stop it or to stand down as follower), it cannot release the Lease on
@@ -35,6 +39,7 @@ enabled.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import math
 import os
@@ -62,6 +67,10 @@ FOLLOWER_JITTER = 0.2
 """A follower waits `retry_period` times 1 to 1.2 between attempts (client-go's JitterFactor)."""
 MIN_TIMEOUT = 0.05
 """The shortest timeout an API call is given, in seconds."""
+ADDRESS_ANNOTATION = "envship.io/address"
+"""The Lease annotation holding the leader's HTTP address (`http://<pod IP>:<port>`)."""
+MAX_ADDRESS = 200
+"""A longer annotation value is not taken for an address."""
 
 
 class LeaseError(Exception):
@@ -76,10 +85,15 @@ class LeaseSettings:
     lease_duration: float = 15.0
     renew_deadline: float = 10.0
     retry_period: float = 2.0
+    address: str | None = None
+    """Where this replica serves HTTP (`http://<pod IP>:<port>`), published in the Lease while
+    it leads so that followers can relay webhooks to it; None: nothing is published."""
 
     def __post_init__(self) -> None:
         if not self.name or not self.namespace or not self.identity:
             raise ValueError("a lease needs a name, a namespace and an identity")
+        if self.address is not None and not self.address.startswith("http://"):
+            raise ValueError("the published address must be http://HOST:PORT")
         if not 0 < self.retry_period < self.renew_deadline < self.lease_duration:
             raise ValueError(
                 "leader election needs 0 < retryPeriod < renewDeadline < leaseDuration"
@@ -113,6 +127,19 @@ def default_namespace(
 def default_identity(environ: Mapping[str, str] = os.environ) -> str:
     """`POD_NAME`, else the host name (in a pod: the pod's name). Must differ per replica."""
     return environ.get("POD_NAME", "").strip() or socket.gethostname()
+
+
+def default_address(port: int, environ: Mapping[str, str] = os.environ) -> str | None:
+    """`http://<POD_IP>:<port>` (brackets around an IPv6 address); None without `POD_IP`."""
+    value = environ.get("POD_IP", "").strip()
+    if not value:
+        return None
+    try:
+        ip = ipaddress.ip_address(value)
+    except ValueError:
+        raise LeaseError("POD_IP is not an IP address: set it from status.podIP") from None
+    host = f"[{ip}]" if ip.version == 6 else str(ip)
+    return f"http://{host}:{port}"
 
 
 def coordination_api(
@@ -198,6 +225,8 @@ class LeaderElector:
         """`clock()` time by which the next renewal must have started (while leading)."""
         self._holder: str | None = None
         """The holder in the last record read or written ("" or None: nobody)."""
+        self._holder_address: tuple[str, str | None] = ("", None)
+        """The same holder and the address its record publishes, swapped as one."""
         self._observed_version: str | None = None
         self._observed_at = 0.0
         self._failing: str | None = None
@@ -222,7 +251,19 @@ class LeaderElector:
             "lease": f"{s.namespace}/{s.name}",
             "leading": self._leading,
             "leader": self._holder or None,
+            "leader_address": self._holder_address[1],
         }
+
+    def leader_address(self) -> str | None:
+        """Where another replica that leads serves HTTP, as its Lease record publishes it;
+        None while this replica leads, when nobody does, when the leader publishes nothing, or
+        when the record names this replica (never relay to oneself)."""
+        holder, address = self._holder_address
+        if self._leading or not holder or holder == self.settings.identity:
+            return None
+        if address is None or address == self.settings.address:
+            return None
+        return address
 
     # -- life -------------------------------------------------------------------------------
 
@@ -345,9 +386,23 @@ class LeaderElector:
         self._observed_version = version
         self._observed_at = at
         holder = (lease.spec.holder_identity if lease.spec is not None else None) or ""
+        annotations = (lease.metadata.annotations if lease.metadata is not None else None) or {}
+        address = annotations.get(ADDRESS_ANNOTATION)
+        if not isinstance(address, str) or not address or len(address) > MAX_ADDRESS:
+            address = None
         if holder != (self._holder or ""):
             log.info("the lease is held by %s", holder or "nobody")
+        self._holder_address = (holder, address if holder else None)
         self._holder = holder
+
+    def _publish(self, metadata: client.V1ObjectMeta) -> None:
+        """Set (or, without an address, remove) this replica's address on the Lease."""
+        annotations = dict(metadata.annotations or {})
+        if self.settings.address is None:
+            annotations.pop(ADDRESS_ANNOTATION, None)
+        else:
+            annotations[ADDRESS_ANNOTATION] = self.settings.address
+        metadata.annotations = annotations or None
 
     def _spec(self, old: client.V1LeaseSpec | None, now: datetime) -> client.V1LeaseSpec:
         identity = self.settings.identity
@@ -377,10 +432,9 @@ class LeaderElector:
             return self._failed("read failed", exc)
         read_at = self._clock()
         if lease is None:
-            body = client.V1Lease(
-                metadata=client.V1ObjectMeta(name=s.name, namespace=s.namespace),
-                spec=self._spec(None, now),
-            )
+            metadata = client.V1ObjectMeta(name=s.name, namespace=s.namespace)
+            self._publish(metadata)
+            body = client.V1Lease(metadata=metadata, spec=self._spec(None, now))
             try:
                 created = self.api.create_namespaced_lease(
                     s.namespace, body, _request_timeout=timeout
@@ -403,6 +457,9 @@ class LeaderElector:
                 self._failing = None
                 return _Try.HELD
         lease.spec = self._spec(old, now)
+        if lease.metadata is None:
+            lease.metadata = client.V1ObjectMeta(name=s.name, namespace=s.namespace)
+        self._publish(lease.metadata)
         try:
             replaced = self.api.replace_namespaced_lease(
                 s.name, s.namespace, lease, _request_timeout=timeout
@@ -435,6 +492,8 @@ class LeaderElector:
                     renew_time=now,
                     lease_transitions=lease.spec.lease_transitions or 0,
                 )
+                if lease.metadata is not None and lease.metadata.annotations:
+                    lease.metadata.annotations.pop(ADDRESS_ANNOTATION, None)
                 released = self.api.replace_namespaced_lease(
                     s.name, s.namespace, lease, _request_timeout=s.renew_deadline
                 )
@@ -452,11 +511,13 @@ class LeaderElector:
 
 
 __all__ = [
+    "ADDRESS_ANNOTATION",
     "LeaderElector",
     "LeaseError",
     "LeaseSettings",
     "api_from_configuration",
     "coordination_api",
+    "default_address",
     "default_identity",
     "default_namespace",
 ]
