@@ -43,7 +43,7 @@ from controller.core.specs.plain import (
     read_dockerfile,
     read_pip,
 )
-from controller.core.tree import SourceTree, TreeView, join, parent
+from controller.core.tree import SourceTree, TreeView, join, parent, within
 
 YAML_SUFFIXES = (".yml", ".yaml")
 
@@ -169,16 +169,6 @@ class Layout:
 
 def _same_ids(object_id: Callable[[str], str | None], inputs: Inputs) -> bool:
     return all(object_id(path) == oid for path, oid in inputs)
-
-
-def _within(path: str, folders: set[str]) -> bool:
-    """True when `path` or one of its parent folders is in `folders`."""
-    while True:
-        if path in folders:
-            return True
-        if not path:
-            return False
-        path = parent(path)
 
 
 _UNREAD = Environment("", "unknown", "")
@@ -429,7 +419,7 @@ class _Discovery:
         claimed: set[str] = set()
         for folder in folders:
             if folder == self.root:
-                if _within(folder, set(claimed_folders)):
+                if within(folder, set(claimed_folders)):
                     claimed.add(folder)
             else:
                 up = parent(folder)

@@ -22,20 +22,10 @@ from typing import TYPE_CHECKING, Any
 from controller.core.conda import is_conda_document
 from controller.core.errors import SpecError
 from controller.core.specs.aml_v2 import is_v2_document, referenced_paths
-from controller.core.tree import parent
+from controller.core.tree import parent, within
 
 if TYPE_CHECKING:
     from controller.core.discovery import Layout, _Discovery
-
-
-def _within(path: str, folders: set[str]) -> bool:
-    """True when `path` or one of its parent folders is in `folders`."""
-    while True:
-        if path in folders:
-            return True
-        if not path:
-            return False
-        path = parent(path)
 
 
 def _with_parents(paths: set[str]) -> set[str]:
@@ -243,7 +233,7 @@ class _Relayout:
                 self.items_in[folder] = []
             else:
                 if folder == root:
-                    inside = _within(folder, set(claimed_folders))
+                    inside = within(folder, set(claimed_folders))
                 else:
                     inside = parent(folder) in claimed or folder in claimed_folders
                 if inside:

@@ -91,6 +91,16 @@ def parent(path: str) -> str:
     return path.rpartition("/")[0]
 
 
+def within(path: str, folders: set[str]) -> bool:
+    """True when `path` or one of its parent folders is in `folders`."""
+    while True:
+        if path in folders:
+            return True
+        if not path:
+            return False
+        path = parent(path)
+
+
 def join(folder: str, name: str) -> str:
     return f"{folder}/{name}" if folder else name
 
