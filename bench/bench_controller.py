@@ -331,8 +331,9 @@ def inner(scratch: Path, host: str, count: int, profile: bool) -> dict[str, Any]
     from controller.adapters.secrets import SecretStore  # noqa: PLC0415
     from controller.core.discovery import DiscoveryOptions  # noqa: PLC0415
     from controller.core.naming import tag_for  # noqa: PLC0415
+    from controller.metrics import Metrics  # noqa: PLC0415
     from controller.sync import Sync, SyncOptions, Target  # noqa: PLC0415
-    from controller.web import Metrics, WebhookSecrets, make_app, start_server  # noqa: PLC0415
+    from controller.web import WebhookSecrets, make_app, start_server  # noqa: PLC0415
 
     work, bare, log_path = (
         scratch / "work",

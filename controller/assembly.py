@@ -12,8 +12,9 @@ from controller.config import Config
 from controller.controller import Controller, GcPolicy, SyncRunner
 from controller.core.discovery import DiscoveryOptions
 from controller.core.naming import validate_prefix
+from controller.metrics import Metrics
 from controller.sync import SyncOptions, Target
-from controller.web import Metrics, WebhookSecrets
+from controller.web import WebhookSecrets
 
 
 def _reader(store: SecretStore, reference: str | None, *, sensitive: bool = True) -> Any:

@@ -44,7 +44,8 @@ def run_command(config_path: str, log_level: str) -> None:
         sys.exit(2)
     from controller import logs  # noqa: PLC0415
     from controller.assembly import from_config, webhook_secrets  # noqa: PLC0415
-    from controller.web import Metrics, make_app  # noqa: PLC0415
+    from controller.metrics import Metrics  # noqa: PLC0415
+    from controller.web import make_app  # noqa: PLC0415
 
     metrics = Metrics()
     try:

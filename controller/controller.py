@@ -51,9 +51,9 @@ from controller.core.gc import TagInfo
 from controller.core.hashing import content_hash
 from controller.core.model import Environment
 from controller.core.tree import SourceTree
+from controller.metrics import Metrics
 from controller.status import EnvStatus, Phase, StatusBoard, utc_iso
 from controller.sync import Reporter, Result, Sync, SyncOptions, Target
-from controller.web import Metrics
 
 log = logging.getLogger("envship.controller")
 

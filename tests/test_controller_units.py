@@ -36,8 +36,8 @@ from controller.core.naming import tag_for
 from controller.core.plan import plan
 from controller.core.tree import SourceTree
 from controller.logs import JsonFormatter
+from controller.metrics import Metrics
 from controller.sync import Reporter, Result
-from controller.web import Metrics
 from tests.test_gitsource import Upstream
 
 BASE = "registry.test/base/busybox:1"

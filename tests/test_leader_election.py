@@ -45,7 +45,8 @@ from controller.adapters.secrets import SecretStore
 from controller.config import ConfigError, load
 from controller.controller import Controller
 from controller.core.discovery import DiscoveryOptions
-from controller.web import Metrics, WebhookSecrets, make_app
+from controller.metrics import Metrics
+from controller.web import WebhookSecrets, make_app
 from tests.canaries import canary, record_output
 from tests.kube_standin import KubeStandin
 from tests.test_gitsource import Upstream

@@ -24,8 +24,9 @@ from multidict import CIMultiDict
 
 from controller import web as controller_web
 from controller.adapters.redact import REDACTOR
+from controller.metrics import Metrics
 from controller.status import EnvStatus, Phase, StatusBoard, utc_iso
-from controller.web import Metrics, WebhookSecrets, make_app, relay_origin, start_server
+from controller.web import WebhookSecrets, make_app, relay_origin, start_server
 from tests.canaries import canary, record_output
 
 GITHUB = canary("webhook")
