@@ -1,10 +1,11 @@
-"""The shared corpus of real-world specs: each case plans, or is refused naming file and reason.
+"""The corpus of real-world specs: each case plans, or is refused naming file and reason.
 
 The corpus is environment definitions copied verbatim from public repositories (see its
-README). It lives outside this repository: `ENVSHIP_CORPUS`, or `../shared/corpus/real-world`
-next to the repository root. When it is missing the tests fail in CI (`CI=true`) and are skipped
-elsewhere. Every case folder must have an entry in `EXPECTED`, so a case added to the corpus
-fails here until someone decides what envship should do with it.
+README). A snapshot lives in `tests/corpus/real-world`, so the tests run wherever the repository
+is cloned; `ENVSHIP_CORPUS` points them at another copy. When the project's shared corpus sits
+next to the repository (`../shared/corpus/real-world`), the snapshot must equal it, so a case
+added there fails here until it is copied and someone decides what envship should do with it
+(every case folder must have an entry in `EXPECTED`).
 """
 
 from __future__ import annotations
@@ -24,9 +25,9 @@ from controller.core.model import Environment
 from controller.core.plan import plan
 
 REPOSITORY = Path(__file__).resolve().parent.parent
-CORPUS = Path(
-    os.environ.get("ENVSHIP_CORPUS") or REPOSITORY.parent / "shared" / "corpus" / "real-world"
-)
+SNAPSHOT = REPOSITORY / "tests" / "corpus" / "real-world"
+SHARED = REPOSITORY.parent / "shared" / "corpus" / "real-world"
+CORPUS = Path(os.environ.get("ENVSHIP_CORPUS") or SNAPSHOT)
 
 
 @dataclass(frozen=True)
@@ -139,12 +140,21 @@ EXPECTED: dict[str, tuple[Planned | Refused, ...]] = {
 
 @pytest.fixture(scope="module")
 def corpus() -> Path:
-    if not CORPUS.is_dir():
-        message = f"the real-world corpus is missing (set ENVSHIP_CORPUS): {CORPUS}"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+    assert CORPUS.is_dir(), f"the real-world corpus is missing: {CORPUS}"
     return CORPUS
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {
+        str(path.relative_to(folder)): path.read_bytes()
+        for path in sorted(folder.rglob("*"))
+        if path.is_file()
+    }
+
+
+@pytest.mark.skipif(not SHARED.is_dir(), reason="no shared corpus next to the repository")
+def test_the_snapshot_equals_the_shared_corpus() -> None:
+    assert _files(SNAPSHOT) == _files(SHARED), "copy the shared corpus into tests/corpus"
 
 
 @pytest.fixture(scope="module")
