@@ -83,11 +83,28 @@ class Built:
     log: str
 
 
-def _stream_lines(stream: Iterator[Mapping[str, Any]], log: Log) -> tuple[list[str], str | None]:
-    """Collect a Docker JSON stream; returns (lines, first error)."""
+@contextlib.contextmanager
+def _engine_call(during: str, refused: Callable[[str], Exception]) -> Iterator[None]:
+    """docker-py's errors as envship's: the engine refused the request (`refused(reason)`: the
+    spec's or the registry's fault) or failed itself (`EngineError`: retry later)."""
+    try:
+        yield
+    except docker.errors.APIError as exc:
+        raise refused(str(exc.explanation)) from None
+    except (docker.errors.DockerException, requests.RequestException) as exc:
+        raise EngineError(f"the Docker engine failed {during}: {type(exc).__name__}") from None
+
+
+def _stream_lines(
+    stream: Iterator[Mapping[str, Any]], log: Log, aux: dict[str, Any] | None = None
+) -> tuple[list[str], str | None]:
+    """Collect a Docker JSON stream; returns (lines, first error). `aux` collects the stream's
+    auxiliary data (a push's digest)."""
     lines: list[str] = []
     error: str | None = None
     for item in stream:
+        if aux is not None:
+            aux.update(item.get("aux") or {})
         text = item.get("stream") or item.get("status") or ""
         if item.get("progress") or item.get("progressDetail"):
             continue  # byte counters: noise in a log kept per environment
@@ -122,29 +139,34 @@ class DockerBuilder:
                 f"the Docker engine is not reachable ({type(exc).__name__})"
             ) from None
 
-    def has_image(self, reference: str) -> bool:
+    def _inspect(self, reference: str) -> dict[str, Any] | None:
+        """The engine's record of a local image, None when it has none."""
         try:
-            self.api.inspect_image(reference)
-        except docker.errors.ImageNotFound:
-            return False
-        except (docker.errors.DockerException, requests.RequestException) as exc:
-            raise EngineError(f"the Docker engine failed: {type(exc).__name__}") from None
-        return True
-
-    def image_labels(self, reference: str) -> dict[str, str] | None:
-        try:
-            data = self.api.inspect_image(reference)
+            data: dict[str, Any] = self.api.inspect_image(reference)
         except docker.errors.ImageNotFound:
             return None
         except (docker.errors.DockerException, requests.RequestException) as exc:
             raise EngineError(f"the Docker engine failed: {type(exc).__name__}") from None
+        return data
+
+    def has_image(self, reference: str) -> bool:
+        return self._inspect(reference) is not None
+
+    def image_labels(self, reference: str) -> dict[str, str] | None:
+        data = self._inspect(reference)
+        if data is None:
+            return None
         labels = (data.get("Config") or {}).get("Labels") or {}
         return {str(k): str(v) for k, v in labels.items()}
 
     def pull(self, reference: str, auth: Mapping[str, str] | None, log: Log) -> None:
         """Pull `reference` (a `repo@digest` or `repo:tag`) with credentials held in memory."""
         repository, tag = _split(reference)
-        try:
+
+        def refused(reason: str) -> BuildError:
+            return BuildError(f"base image {reference} could not be pulled: {reason}")
+
+        with _engine_call("while pulling", refused):
             stream = self.api.pull(
                 repository,
                 tag=tag,
@@ -153,16 +175,8 @@ class DockerBuilder:
                 auth_config=dict(auth) if auth else None,
             )
             _lines, error = _stream_lines(stream, log)
-        except docker.errors.APIError as exc:
-            raise BuildError(
-                f"base image {reference} could not be pulled: {exc.explanation}"
-            ) from None
-        except (docker.errors.DockerException, requests.RequestException) as exc:
-            raise EngineError(
-                f"the Docker engine failed while pulling: {type(exc).__name__}"
-            ) from None
         if error:
-            raise BuildError(f"base image {reference} could not be pulled: {error}")
+            raise refused(error)
 
     def build(
         self,
@@ -181,7 +195,11 @@ class DockerBuilder:
         `host_network` lets RUN steps reach envship's loopback index forwarder.
         """
         context = io.BytesIO(context_tar(rendered))
-        try:
+
+        def refused(reason: str) -> BuildError:
+            return BuildError(f"build failed: {reason}")
+
+        with _engine_call("during the build", refused):
             stream = self.api.build(
                 fileobj=context,
                 custom_context=True,
@@ -197,14 +215,8 @@ class DockerBuilder:
                 network_mode="host" if host_network else None,
             )
             lines, error = _stream_lines(stream, log)
-        except docker.errors.APIError as exc:
-            raise BuildError(f"build failed: {exc.explanation}") from None
-        except (docker.errors.DockerException, requests.RequestException) as exc:
-            raise EngineError(
-                f"the Docker engine failed during the build: {type(exc).__name__}"
-            ) from None
         if error:
-            raise BuildError(f"build failed: {error}")
+            raise refused(error)
         try:
             image_id = str(self.api.inspect_image(tag)["Id"])
         except docker.errors.DockerException as exc:
@@ -213,7 +225,12 @@ class DockerBuilder:
 
     def push(self, repository: str, tag: str, auth: Mapping[str, str] | None, log: Log) -> str:
         """Push `repository:tag`; returns the digest the registry reported."""
-        try:
+
+        def refused(reason: str) -> PushError:
+            return PushError(f"push of {repository}:{tag} failed: {reason}")
+
+        aux: dict[str, Any] = {}
+        with _engine_call("during the push", refused):
             stream = self.api.push(
                 repository,
                 tag=tag,
@@ -221,25 +238,12 @@ class DockerBuilder:
                 decode=True,
                 auth_config=dict(auth) if auth else None,
             )
-            digest: str | None = None
-            error: str | None = None
-            for item in stream:
-                aux = item.get("aux") or {}
-                if aux.get("Digest"):
-                    digest = str(aux["Digest"])
-                _lines, item_error = _stream_lines(iter([item]), log)
-                error = error or item_error
-        except docker.errors.APIError as exc:
-            raise PushError(f"push of {repository}:{tag} failed: {exc.explanation}") from None
-        except (docker.errors.DockerException, requests.RequestException) as exc:
-            raise EngineError(
-                f"the Docker engine failed during the push: {type(exc).__name__}"
-            ) from None
+            _lines, error = _stream_lines(stream, log, aux)
         if error:
-            raise PushError(f"push of {repository}:{tag} failed: {error}")
-        if not digest:
+            raise refused(error)
+        if not aux.get("Digest"):
             raise PushError(f"push of {repository}:{tag} reported no digest")
-        return digest
+        return str(aux["Digest"])
 
     def remove(self, reference: str) -> None:
         with contextlib.suppress(docker.errors.DockerException):
