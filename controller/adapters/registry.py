@@ -130,6 +130,19 @@ class ImageInfo:
     manifest: bytes
 
 
+def _manifest(client: DXF, method: str, reference: str) -> requests.Response | None:
+    """The registry's answer to `method` on manifest `reference`; None when it has none."""
+    try:
+        response: requests.Response = client._request(
+            method, "manifests/" + reference, headers=ACCEPT
+        )
+    except requests.HTTPError as exc:
+        if exc.response is not None and exc.response.status_code == 404:
+            return None
+        raise
+    return response
+
+
 @dataclass
 class OciRegistry:
     """One registry host; thread-safe; existence answers are cached per process."""
@@ -271,17 +284,13 @@ class OciRegistry:
                     return self._exists[key]
 
         def head(client: DXF) -> str | None:
-            try:
-                response = client._request("head", "manifests/" + reference, headers=ACCEPT)
-            except requests.HTTPError as exc:
-                if exc.response is not None and exc.response.status_code == 404:
-                    return None
-                raise
+            response = _manifest(client, "head", reference)
+            if response is None:
+                return None
             return str(response.headers.get("Docker-Content-Digest") or "") or None
 
         found: str | None = self._call(repository, "manifest check", head)
-        with self._guard:
-            self._exists[key] = found
+        self.remember(repository, reference, found)
         return found
 
     def remember(self, repository: str, reference: str, digest: str | None) -> None:
@@ -290,12 +299,9 @@ class OciRegistry:
 
     def image(self, repository: str, reference: str) -> ImageInfo | None:
         def get(client: DXF) -> ImageInfo | None:
-            try:
-                response = client._request("get", "manifests/" + reference, headers=ACCEPT)
-            except requests.HTTPError as exc:
-                if exc.response is not None and exc.response.status_code == 404:
-                    return None
-                raise
+            response = _manifest(client, "get", reference)
+            if response is None:
+                return None
             media_type = response.headers.get("Content-Type", "").split(";")[0]
             digest = response.headers.get("Docker-Content-Digest", "")
             return ImageInfo(digest, media_type, response.content)
