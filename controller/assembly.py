@@ -7,7 +7,7 @@ from typing import Any
 
 from controller.adapters.gitsource import GitSettings, GitSource
 from controller.adapters.registries import RegistryPool, RegistrySettings
-from controller.adapters.secrets import CredentialRefs, SecretRef, SecretStore
+from controller.adapters.secrets import SecretRef, SecretStore
 from controller.config import Config
 from controller.controller import Controller, GcPolicy, SyncRunner
 from controller.core.discovery import DiscoveryOptions
@@ -40,16 +40,13 @@ def webhook_secrets(config: Config, store: SecretStore) -> WebhookSecrets:
 
 def registry_settings(config: Config, target: Target) -> RegistrySettings:
     registry = config.registry
-    credentials: dict[str, CredentialRefs] = {
-        host: creds.refs() for host, creds in registry.base_auth.items()
-    }
-    if registry.credentials is not None:
-        credentials[target.host] = registry.credentials.refs()
-    return RegistrySettings(
+    return RegistrySettings.for_target(
+        target.host,
         ca_file=registry.ca_file,
-        plain_http=frozenset(registry.plain_http),
-        credentials=credentials,
-        entra=frozenset({target.host}) if registry.acr_identity else frozenset(),
+        plain_http=registry.plain_http,
+        base_credentials={host: creds.refs() for host, creds in registry.base_auth.items()},
+        target_credentials=registry.credentials.refs() if registry.credentials else None,
+        acr_identity=registry.acr_identity,
     )
 
 

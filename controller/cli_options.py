@@ -280,22 +280,22 @@ class RegistryArgs:
         return target
 
     def settings(self, target: Target) -> RegistrySettings:
-        credentials = credential_map(self.base_auth, "--base-auth")
+        own: CredentialRefs | None = None
         username, password = self.username, self.password
         if username or password:
             if not (username and password):
                 raise click.UsageError("--username and --password go together")
             try:
-                credentials[target.host] = CredentialRefs(
-                    SecretRef.parse(username), SecretRef.parse(password)
-                )
+                own = CredentialRefs(SecretRef.parse(username), SecretRef.parse(password))
             except SecretError as exc:
                 raise click.UsageError(str(exc)) from None
-        return RegistrySettings(
+        return RegistrySettings.for_target(
+            target.host,
             ca_file=self.ca_file,
-            plain_http=frozenset(self.plain_http),
-            credentials=credentials,
-            entra=frozenset({target.host}) if self.acr_identity else frozenset(),
+            plain_http=self.plain_http,
+            base_credentials=credential_map(self.base_auth, "--base-auth"),
+            target_credentials=own,
+            acr_identity=self.acr_identity,
         )
 
     def sync(

@@ -7,7 +7,7 @@ a private registry is resolved and pulled with that registry's own credentials.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -41,6 +41,29 @@ class RegistrySettings:
     identity_factory: Callable[[str], TokenCredential] = identity_credential
     """The credential of a managed identity named by its client id (a spec's registryIdentity)."""
     timeout: float = 30.0
+
+    @classmethod
+    def for_target(
+        cls,
+        target_host: str,
+        *,
+        ca_file: str | None,
+        plain_http: Iterable[str],
+        base_credentials: Mapping[str, CredentialRefs],
+        target_credentials: CredentialRefs | None,
+        acr_identity: bool,
+    ) -> RegistrySettings:
+        """Settings for syncing to `target_host`: its own credentials (or Entra sign-in) next
+        to those of the base image registries."""
+        credentials = dict(base_credentials)
+        if target_credentials is not None:
+            credentials[target_host] = target_credentials
+        return cls(
+            ca_file=ca_file,
+            plain_http=frozenset(plain_http),
+            credentials=credentials,
+            entra=frozenset({target_host}) if acr_identity else frozenset(),
+        )
 
 
 def entra_for(host: str, credential: TokenCredential, ca_file: str | None) -> Authenticator:
