@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import cProfile
 import datetime
 import hashlib
@@ -50,17 +49,14 @@ import logging
 import os
 import platform
 import pstats
-import re
 import resource
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -77,7 +73,6 @@ WEBHOOK_RUNS = 5
 AIM_UNCHANGED = 0.020
 AIM_CHANGED = 0.100
 SECRET = "envship-bench-webhook-secret"  # noqa: S105 - a throwaway secret of this benchmark
-ACCESS = re.compile(r'"(?P<method>[A-Z]+) /v2/(?P<path>\S*) HTTP/[0-9.]+" (?P<status>\d{3}) ')
 GIT_ENV = {
     "GIT_AUTHOR_NAME": "bench",
     "GIT_AUTHOR_EMAIL": "bench@example.invalid",
@@ -88,15 +83,10 @@ GIT_ENV = {
 }
 
 sys.path.insert(0, str(HERE))
+from localregistry import LocalRegistry, access_log, settled  # noqa: E402
 from report import cpu_model, memory, write_docs  # noqa: E402
 
 # -- helpers shared by both processes ------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def git(cwd: Path, *args: str) -> str:
@@ -111,26 +101,6 @@ def git(cwd: Path, *args: str) -> str:
     if completed.returncode != 0:
         raise RuntimeError(f"git {' '.join(args)}: {completed.stderr.strip()}")
     return completed.stdout.strip()
-
-
-def access_log(path: Path) -> list[tuple[str, str, int]]:
-    found = []
-    for line in path.read_text(errors="replace").splitlines():
-        match = ACCESS.search(line)
-        if match:
-            found.append((match["method"], match["path"], int(match["status"])))
-    return found
-
-
-def settled(path: Path) -> int:
-    """Requests in the access log once it stops growing (lines land just after the response)."""
-    count = len(access_log(path))
-    while True:
-        time.sleep(0.15)
-        now = len(access_log(path))
-        if now == count:
-            return count
-        count = now
 
 
 # -- outer: repository and registry ------------------------------------------------------------
@@ -180,67 +150,6 @@ def prepopulate(storage: Path, images: list[tuple[str, str]]) -> None:
         tag_dir = repo / "_manifests" / "tags" / tag
         write(tag_dir / "current" / "link", link)
         write(tag_dir / "index" / "sha256" / manifest_hex / "link", link)
-
-
-@dataclass
-class Registry:
-    folder: Path
-    port: int = field(default_factory=free_port)
-    process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def host(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    @property
-    def log(self) -> Path:
-        return self.folder / "registry.log"
-
-    def start(self) -> Registry:
-        binary = shutil.which("docker-registry") or shutil.which("registry")
-        if binary is None:
-            raise SystemExit("docker-registry is not installed (Debian: docker-registry)")
-        config = {
-            "version": 0.1,
-            "log": {"level": "warn"},  # the access log is written at any level
-            "storage": {"filesystem": {"rootdirectory": str(self.folder / "data")}},
-            "http": {"addr": self.host, "relativeurls": True, "secret": "envship-bench"},
-        }
-        path = self.folder / "config.yml"
-        path.write_text(json.dumps(config))
-        with self.log.open("wb") as log:
-            self.process = subprocess.Popen(
-                [binary, "serve", str(path)], stdout=log, stderr=subprocess.STDOUT
-            )
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            with contextlib.suppress(OSError):
-                connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
-                connection.request("GET", "/v2/")
-                if connection.getresponse().status == 200:
-                    return self
-            if self.process.poll() is not None:
-                raise RuntimeError(f"the registry exited: {self.log.read_text()[-2000:]}")
-            time.sleep(0.05)
-        raise RuntimeError(f"the registry on {self.host} did not answer in 20 s")
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
-            self.process = None
-
-    def version(self) -> str:
-        binary = shutil.which("docker-registry") or shutil.which("registry") or "docker-registry"
-        with contextlib.suppress(OSError):
-            command = [binary, "--version"]
-            out = subprocess.run(command, capture_output=True, text=True, check=False).stdout
-            return out.split()[-1] if out.split() else "unknown"
-        return "unknown"
 
 
 def prepare(scratch: Path, count: int) -> tuple[Path, Path, list[tuple[str, str]]]:
@@ -802,7 +711,7 @@ def main(argv: list[str] | None = None) -> int:
     began = time.perf_counter()
     load = os.getloadavg()[0]
     scratch = Path(tempfile.mkdtemp(prefix="envship-bench-ctl-"))
-    registry = Registry(scratch / "registry")
+    registry = LocalRegistry(scratch / "registry")
     try:
         print(f"generating {args.count} environments, committing, pushing", file=sys.stderr)
         _, _, images = prepare(scratch, args.count)

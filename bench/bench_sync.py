@@ -38,7 +38,6 @@ import os
 import platform
 import re
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -62,6 +61,7 @@ REPO = HERE.parent
 DOCS = REPO / "docs" / "benchmarks.md"
 SECTION = "## Sync against a registry"
 sys.path.insert(0, str(HERE))
+from localregistry import LocalRegistry  # noqa: E402
 from report import cpu_model, memory, write_docs  # noqa: E402
 
 STEPS = ("discovery", "checks", "provenance", "authenticator")
@@ -77,96 +77,13 @@ WIDTH = 96
 """Prose in the docs is wrapped at this width (tables are not)."""
 BUSY_LOAD = 0.5
 """A 1-minute load average above this means other work skews the numbers."""
-ACCESS = re.compile(r'"(?P<method>[A-Z]+) /v2/(?P<path>\S*) HTTP/[0-9.]+" (?P<status>\d{3}) ')
 
 
 # -- the registry and the engine ---------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@dataclass
-class LocalRegistry:
-    """A CNCF distribution registry on 127.0.0.1 whose access log counts the requests."""
-
-    folder: Path
-    port: int = field(default_factory=free_port)
-    process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def host(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    @property
-    def log(self) -> Path:
-        return self.folder / "registry.log"
-
-    def start(self) -> LocalRegistry:
-        binary = shutil.which("docker-registry") or shutil.which("registry")
-        import requests  # noqa: PLC0415 - see the top
-
-        binary = shutil.which("docker-registry") or shutil.which("registry")
-        if binary is None:
-            raise SystemExit("docker-registry is not installed (Debian: docker-registry)")
-        self.folder.mkdir(parents=True, exist_ok=True)
-        config = {  # JSON is YAML: no YAML writer needed
-            "version": 0.1,
-            "log": {"level": "warn"},  # the access log is written at any level
-            "storage": {
-                "filesystem": {"rootdirectory": str(self.folder / "data")},
-                "delete": {"enabled": True},
-            },
-            "http": {"addr": self.host, "relativeurls": True, "secret": "envship-bench"},
-        }
-        path = self.folder / "config.yml"
-        path.write_text(json.dumps(config))
-        with self.log.open("wb") as log:
-            self.process = subprocess.Popen(
-                [binary, "serve", str(path)], stdout=log, stderr=subprocess.STDOUT
-            )
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            with contextlib.suppress(requests.RequestException):
-                if requests.get(f"http://{self.host}/v2/", timeout=2).status_code == 200:
-                    return self
-            if self.process.poll() is not None:
-                raise RuntimeError(f"the registry exited: {self.log.read_text()[-2000:]}")
-            time.sleep(0.05)
-        raise RuntimeError(f"the registry on {self.host} did not answer in 20 s")
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
-            self.process = None
-
-    def requests(self) -> list[tuple[str, str, int]]:
-        """(method, path below /v2/, status) of every request in the access log so far."""
-        found = []
-        for line in self.log.read_text(errors="replace").splitlines():
-            match = ACCESS.search(line)
-            if match:
-                found.append((match["method"], match["path"], int(match["status"])))
-        return found
-
-    def settled(self) -> int:
-        """Number of logged requests once the log stops growing (lines land just after the
-        response)."""
-        count = len(self.requests())
-        while True:
-            time.sleep(0.1)
-            now = len(self.requests())
-            if now == count:
-                return count
-            count = now
+class SyncRegistry(LocalRegistry):
+    """The benchmark's target registry, which can also say what it holds."""
 
     def digest(self, repository: str, reference: str) -> str | None:
         import requests  # noqa: PLC0415 - see the top
@@ -289,7 +206,7 @@ class Run:
 
 
 class Bench:
-    def __init__(self, registry: LocalRegistry, scratch: Path) -> None:
+    def __init__(self, registry: SyncRegistry, scratch: Path) -> None:
         self.registry = registry
         self.scratch = scratch
         self.loads: list[float] = []
@@ -636,7 +553,7 @@ def measure(scratch: Path, plan_count: int, sync_count: int, jobs: int | None) -
     client.ping()
     if shutil.which("docker") is None:
         raise SystemExit("the docker command is needed for the baseline (docker build + push)")
-    registry = LocalRegistry(scratch / "registry").start()
+    registry = SyncRegistry(scratch / "registry", delete=True).start()
     bench = Bench(registry, scratch)
     try:
         push_base(client, registry.host)
@@ -724,14 +641,10 @@ def versions() -> dict[str, str]:
         ["docker", "version", "--format", "{{.Client.Version}}"],
         capture_output=True, text=True, check=False,
     ).stdout.strip()  # fmt: skip
-    binary = shutil.which("docker-registry") or shutil.which("registry") or "docker-registry"
-    registry = subprocess.run(
-        [binary, "--version"], capture_output=True, text=True, check=False
-    ).stdout.split()
     return {
         "Docker engine": engine,
         "docker CLI": cli or "?",
-        "registry": f"CNCF distribution {registry[-1] if registry else '?'}, filesystem storage",
+        "registry": f"CNCF distribution {LocalRegistry.version()}, filesystem storage",
     }
 
 
