@@ -690,8 +690,8 @@ Reproduce (needs `git` and `docker-registry`; no Docker engine; takes about
 {max(1, round(r.get("total_seconds", 120) / 60))} minutes; removes its folders and registry):
 
 ```sh
-pip install -e .
-python bench/bench_controller.py --write-docs
+bash scripts/test --fast   # makes .venv from the lock (or scripts/quickstart)
+.venv/bin/python bench/bench_controller.py --write-docs
 ```
 """
 

@@ -268,8 +268,8 @@ Machine:
 Reproduce (takes about a minute; generates into a temporary folder and removes it):
 
 ```sh
-pip install -e .
-python bench/bench_plan.py --write-docs
+bash scripts/test --fast   # makes .venv from the lock (or scripts/quickstart)
+.venv/bin/python bench/bench_plan.py --write-docs
 ```
 
 To look at the generated specs: `python bench/generate.py OUT_DIR --count 1000`.

@@ -877,9 +877,9 @@ Reproduce (needs a Docker engine at `DOCKER_HOST` or the default socket, the `do
 sync of {r.plan_count:,}; removes its registry, folders and images):
 
 ```sh
-pip install -e .
-python bench/bench_sync.py --write-docs --save results.json
-python bench/bench_sync.py --render results.json --write-docs   # re-render, measure nothing
+bash scripts/test --fast   # makes .venv from the lock (or scripts/quickstart)
+.venv/bin/python bench/bench_sync.py --write-docs --save results.json
+.venv/bin/python bench/bench_sync.py --render results.json --write-docs  # re-render only
 ```
 """
 

@@ -11,6 +11,18 @@ from tests import canaries
 
 _reports: list[str] = []
 
+INTEGRATION = Path(__file__).resolve().parent / "integration"
+SERVER_FIXTURES = {"served", "ssh"}
+"""Fixtures that start a real git server (git http-backend) or sshd."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark what needs real services as `integration`: scripts/test --fast leaves it out."""
+    for item in items:
+        in_folder = INTEGRATION in Path(str(item.path)).parents
+        if in_folder or SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.integration)
+
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     for _name, text in report.sections:

@@ -443,7 +443,7 @@ def test_python_tags_run_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     assert not (tmp_path / MARKER).exists()
     tagged = [e for e in envs if e.path != "good"]
     assert len(tagged) == 4
-    assert all(e.error is not None and "constructor for the tag" in str(e) for e in tagged)
+    assert all(e.error is not None and "plain data only" in str(e) for e in tagged)
 
     result = run_plan(repo, "json", tmp_path)
     assert result.returncode == 1

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pygit2
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -157,6 +158,7 @@ def summary(envs: list[Environment]) -> list[tuple[Any, ...]]:
 OPTIONS = DiscoveryOptions(root="specs")
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(revisions)
 def test_cached_discovery_equals_a_fresh_one(sequence: list[Revision]) -> None:
@@ -190,6 +192,7 @@ NESTED_PATHS = sorted(NESTED)
         st.dictionaries(st.sampled_from(NESTED_PATHS), st.integers(0, 2)), min_size=2, max_size=8
     )
 )
+@pytest.mark.slow
 def test_folders_turning_into_contexts_claims_and_saved_folders(sequence: list[Revision]) -> None:
     """Dockerfiles, saved folders and claims appearing above other folders, and going."""
     cache = DiscoveryCache()
@@ -206,6 +209,7 @@ edits = st.lists(
 )
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(edits)
 def test_files_changed_in_place_give_what_a_fresh_discovery_gives(sequence: list[Revision]) -> None:

@@ -43,6 +43,7 @@ from controller.core.plan import plan
 from controller.core.tree import Blob, SourceTree
 from tests.canaries import canary, record_output, secret_file
 from tests.gitserver import SSHD, GitHttpServer, SshServer
+from tests.needs import need
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 GIT = shutil.which("git")
@@ -489,8 +490,8 @@ def _planned(tree: SourceTree) -> list[tuple[str, str, str, str | None, str | No
     return [(item.env.name, item.env.kind, item.env.path, item.hash, item.error) for item in items]
 
 
-@pytest.mark.skipif(GIT is None, reason="the git command is not installed")
 def test_discovery_from_git_matches_the_folder(tmp_path: Path) -> None:
+    need(GIT is not None, "the git command is not installed")
     work = tmp_path / "work"
     shutil.copytree(REPO_ROOT / "specs", work / "specs", symlinks=True)
     # exec bits and symlinks in a build context are part of the hash
@@ -514,7 +515,10 @@ def test_discovery_from_git_matches_the_folder(tmp_path: Path) -> None:
     assert any(row[2] == "specs/dockerfile-only" and row[3] for row in from_git)
 
 
-def test_listing_20000_files_is_fast(tmp_path: Path) -> None:
+@pytest.mark.slow
+def test_listing_20000_files_reuses_the_unchanged_folders(tmp_path: Path) -> None:
+    """What the git benchmark (bench/bench_git.py) times must hold: listings of unchanged
+    folders are reused after a fetch, and what they give equals a fresh listing."""
     upstream = Upstream(tmp_path / "big.git")
     files: dict[str, Content] = {}
     for env in range(200):
@@ -525,44 +529,22 @@ def test_listing_20000_files_is_fast(tmp_path: Path) -> None:
     assert len(files) == 20_001
     upstream.commit(files)
     git = source(str(upstream.path), "main", tmp_path / "cache")
-    started = time.perf_counter()
     revision = git.fetch()
-    clone_seconds = time.perf_counter() - started
-
-    timings = []
-    for _ in range(3):
-        started = time.perf_counter()
-        entries = GitTree(git.repository, revision.tree).entries()
-        timings.append(time.perf_counter() - started)
-    started = time.perf_counter()
-    for _ in range(20):
-        assert git.fetch() == revision
-    nothing_new = (time.perf_counter() - started) / 20
+    entries = git.tree(revision).entries()
+    assert git.fetch() == revision  # nothing new
 
     # One file changed: only its folders are read again (the source keeps the last listing).
-    git.tree(revision).entries()
     upstream.change({"team3/env3/sub/f1.txt": b"changed\n"})
     changed = git.fetch()
     reused_before = git.listings.reused
-    started = time.perf_counter()
     after = git.tree(changed).entries()
-    incremental = time.perf_counter() - started
     assert git.listings.reused - reused_before > 400
     assert after == GitTree(git.repository, changed.tree).entries()
     assert after["team3/env3/sub/f1.txt"].size == 8
     assert git.tree(changed).read("team3/env3/sub/f1.txt", 100) == b"changed\n"
     assert git.tree(changed).read("team3/env3/f0.txt", 100) == b"3 0\n"
-    report = (
-        f"20001 files: clone {clone_seconds:.3f}s, listing best {min(timings) * 1000:.1f} ms "
-        f"worst {max(timings) * 1000:.1f} ms, fetch with nothing new {nothing_new * 1000:.2f} ms, "
-        f"listing after one file changed {incremental * 1000:.1f} ms"
-    )
-    print(report)
-    record_output(report)
     assert len(entries) == 20_001
     assert entries["team0/env0/run.sh"].executable
-    assert min(timings) < 0.5
-    assert max(timings) < 1.0
 
 
 # --- HTTP with basic auth (git http-backend) -------------------------------------------------
@@ -570,8 +552,7 @@ def test_listing_20000_files_is_fast(tmp_path: Path) -> None:
 
 @pytest.fixture
 def served(upstream: Upstream) -> Iterator[tuple[Upstream, GitHttpServer]]:
-    if GIT is None:
-        pytest.skip("the git command is not installed (git http-backend)")
+    need(GIT is not None, "the git command (git http-backend) is not installed")
     with GitHttpServer(upstream.path.parent) as server:
         yield upstream, server
 
@@ -782,17 +763,18 @@ class SshKeys:
 @pytest.fixture
 def ssh(upstream: Upstream, tmp_path: Path) -> Iterator[tuple[SshServer, SshKeys, Path]]:
     """(server, key maker, known_hosts file); libgit2 reads known_hosts from its home folder."""
-    if not (Path(SSHD).exists() and shutil.which("ssh-keygen")):
-        pytest.skip("sshd (openssh-server) is not installed")
-    if not pygit2.features & pygit2.enums.Feature.SSH:
-        pytest.skip("pygit2 was built without SSH")
+    need(
+        Path(SSHD).exists() and bool(shutil.which("ssh-keygen")),
+        "sshd (openssh-server) is not installed",
+    )
+    need(bool(pygit2.features & pygit2.enums.Feature.SSH), "pygit2 was built without SSH")
     keys = SshKeys(tmp_path / "keys")
     server = SshServer(tmp_path / "sshd", [])
     try:
         server.start()
     except RuntimeError as exc:
         record_output(str(exc))
-        pytest.skip(f"sshd cannot run here: {str(exc)[:200]}")
+        need(False, f"sshd cannot run here: {str(exc)[:200]}")
     home = tmp_path / "home"
     (home / ".ssh").mkdir(parents=True)
     known_hosts = home / ".ssh" / "known_hosts"

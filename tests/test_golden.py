@@ -53,6 +53,7 @@ def test_rendered_dockerfiles_are_pinned(env_path: str):
     check(GOLDEN / name, rendered.dockerfile)
 
 
+@pytest.mark.slow
 def test_hashes_do_not_depend_on_the_interpreter_run():
     """Same output under different hash seeds, i.e. no dict/set ordering leaks into the hash."""
     outputs = set()

@@ -85,6 +85,7 @@ def test_name_version_and_json_layout_never_change_the_hash(
     assert a == b
 
 
+@pytest.mark.slow
 @settings(max_examples=60, deadline=None)
 @given(packages, channels, packages, st.randoms(use_true_random=False))
 def test_dependency_order_and_yaml_layout_never_change_the_hash(pkgs, chans, pip, rnd):

@@ -391,6 +391,7 @@ def test_the_standin_answers_as_kube_apiserver_does(candidates: Candidates) -> N
 # -- the elector --------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_two_candidates_race_and_exactly_one_leads(candidates: Candidates) -> None:
     race = HoldUntilAll(2, lambda method, _body: method == "POST")
     candidates.standin.before = race
@@ -416,6 +417,7 @@ def test_two_candidates_race_and_exactly_one_leads(candidates: Candidates) -> No
     assert not follower.lost.is_set()
 
 
+@pytest.mark.slow
 def test_the_leader_renews_and_the_follower_waits(candidates: Candidates) -> None:
     a = candidates("a")
     wait_until(a.elector.is_leader, 5, "a leading")
@@ -435,6 +437,7 @@ def test_the_leader_renews_and_the_follower_waits(candidates: Candidates) -> Non
     assert not a.lost.is_set()
 
 
+@pytest.mark.slow
 def test_a_crashed_leader_is_replaced_after_the_lease_duration(candidates: Candidates) -> None:
     a = candidates("a")
     wait_until(a.elector.is_leader, 5, "a leading")
@@ -456,6 +459,7 @@ def test_a_crashed_leader_is_replaced_after_the_lease_duration(candidates: Candi
     assert not a.lost.is_set()  # a crash is not reported as a loss
 
 
+@pytest.mark.slow
 def test_a_released_lease_is_taken_within_a_retry_period(candidates: Candidates) -> None:
     a = candidates("a")
     wait_until(a.elector.is_leader, 5, "a leading")
@@ -530,6 +534,7 @@ def test_the_leader_publishes_its_address_and_followers_learn_it(candidates: Can
     assert b.elector.describe()["leader_address"] == "http://10.0.0.2:8080"
 
 
+@pytest.mark.slow
 def test_a_follower_ignores_an_address_without_a_holder_or_its_own(
     candidates: Candidates,
 ) -> None:
@@ -571,6 +576,7 @@ def test_an_address_counts_only_with_a_holder() -> None:
     assert elector.describe()["leader_address"] == "http://10.0.0.9:8080"
 
 
+@pytest.mark.slow
 def test_a_leader_without_an_address_removes_a_stale_one(candidates: Candidates) -> None:
     a = candidates("a")
     wait_until(a.elector.is_leader, 5, "a leading")
@@ -589,6 +595,7 @@ def test_a_leader_without_an_address_removes_a_stale_one(candidates: Candidates)
     assert b.elector.leader_address() is None
 
 
+@pytest.mark.slow
 def test_a_conflicting_write_is_retried_and_leadership_kept(candidates: Candidates) -> None:
     a = candidates("a")
     wait_until(a.elector.is_leader, 5, "a leading")
@@ -612,6 +619,7 @@ def test_a_conflicting_write_is_retried_and_leadership_kept(candidates: Candidat
     assert candidates.lease()["spec"]["holderIdentity"] == "a"
 
 
+@pytest.mark.slow
 def test_the_leader_stops_at_the_renew_deadline_when_the_api_server_is_down(
     candidates: Candidates,
 ) -> None:
@@ -636,6 +644,7 @@ def test_the_leader_stops_at_the_renew_deadline_when_the_api_server_is_down(
     assert not a.elector.is_leader()
 
 
+@pytest.mark.slow
 def test_the_leader_stops_at_the_renew_deadline_when_the_api_server_hangs(
     candidates: Candidates,
 ) -> None:
@@ -937,6 +946,7 @@ def replicas(candidates: Candidates, tmp_path: Path) -> Iterator[Callable[[str],
         record_output(replica.output())
 
 
+@pytest.mark.slow
 def test_two_envship_run_processes_one_leads_the_other_relays_then_it_takes_over_on_sigterm(
     replicas: Callable[[str], Replica], candidates: Candidates
 ) -> None:

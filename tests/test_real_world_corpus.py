@@ -1,11 +1,9 @@
 """The corpus of real-world specs: each case plans, or is refused naming file and reason.
 
 The corpus is environment definitions copied verbatim from public repositories (see its
-README). A snapshot lives in `tests/corpus/real-world`, so the tests run wherever the repository
-is cloned; `ENVSHIP_CORPUS` points them at another copy. When the project's shared corpus sits
-next to the repository (`../shared/corpus/real-world`), the snapshot must equal it, so a case
-added there fails here until it is copied and someone decides what envship should do with it
-(every case folder must have an entry in `EXPECTED`).
+README), in `tests/corpus/real-world`; `ENVSHIP_CORPUS` points the tests at another copy. Every
+case folder must have an entry in `EXPECTED`, so a case added there fails here until someone
+decides what envship should do with it.
 """
 
 from __future__ import annotations
@@ -26,7 +24,6 @@ from controller.core.plan import plan
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 SNAPSHOT = REPOSITORY / "tests" / "corpus" / "real-world"
-SHARED = REPOSITORY.parent / "shared" / "corpus" / "real-world"
 CORPUS = Path(os.environ.get("ENVSHIP_CORPUS") or SNAPSHOT)
 
 
@@ -142,19 +139,6 @@ EXPECTED: dict[str, tuple[Planned | Refused, ...]] = {
 def corpus() -> Path:
     assert CORPUS.is_dir(), f"the real-world corpus is missing: {CORPUS}"
     return CORPUS
-
-
-def _files(folder: Path) -> dict[str, bytes]:
-    return {
-        str(path.relative_to(folder)): path.read_bytes()
-        for path in sorted(folder.rglob("*"))
-        if path.is_file()
-    }
-
-
-@pytest.mark.skipif(not SHARED.is_dir(), reason="no shared corpus next to the repository")
-def test_the_snapshot_equals_the_shared_corpus() -> None:
-    assert _files(SNAPSHOT) == _files(SHARED), "copy the shared corpus into tests/corpus"
 
 
 @pytest.fixture(scope="module")

@@ -68,6 +68,7 @@ def watch(
     return watcher
 
 
+@pytest.mark.slow
 def test_a_burst_of_writes_is_one_round(watched: Path, rounds: Rounds, watchers: list[Watcher]):
     watcher = watch(watched, rounds, watchers)
     for i in range(20):
@@ -91,6 +92,7 @@ def test_the_first_round_starts_at_once(watched: Path, rounds: Rounds, watchers:
     assert rounds.seen == [Round(1)]
 
 
+@pytest.mark.slow
 def test_changes_during_a_round_make_exactly_one_more(
     watched: Path, rounds: Rounds, watchers: list[Watcher]
 ):
@@ -111,6 +113,7 @@ def test_changes_during_a_round_make_exactly_one_more(
     assert {f"env{os.sep}during{i}.txt" for i in range(5)} <= set(rounds.seen[1].changes)
 
 
+@pytest.mark.slow
 def test_a_stop_is_clean_and_no_round_follows(
     watched: Path, rounds: Rounds, watchers: list[Watcher]
 ):
@@ -126,6 +129,7 @@ def test_a_stop_is_clean_and_no_round_follows(
     assert watcher.rounds == 1
 
 
+@pytest.mark.slow
 def test_a_stop_lets_the_running_round_finish_and_drops_pending_changes(
     watched: Path, rounds: Rounds, watchers: list[Watcher]
 ):
@@ -141,6 +145,7 @@ def test_a_stop_lets_the_running_round_finish_and_drops_pending_changes(
     assert watcher.rounds == 1
 
 
+@pytest.mark.slow
 def test_hidden_paths_backups_and_reads_do_not_trigger(watched: Path, watchers: list[Watcher]):
     seen: list[Round] = []
 
@@ -187,6 +192,7 @@ def test_mode_changes_and_deleted_folders_trigger(
     assert "env" in rounds.seen[1].changes
 
 
+@pytest.mark.slow
 def test_writes_without_pause_still_get_a_round_after_max_delay(
     watched: Path, rounds: Rounds, watchers: list[Watcher]
 ):

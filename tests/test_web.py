@@ -619,6 +619,7 @@ def test_a_leader_that_is_down_or_hangs_is_503_leader_unreachable(monkeypatch):
     assert relayed(follow(slow.app, hangs), "unreachable") == 1
 
 
+@pytest.mark.slow
 def test_a_manual_trigger_that_waits_gets_the_wait_and_five_seconds(monkeypatch):
     monkeypatch.setattr(controller_web, "RELAY_TIMEOUT", 0.3)
     slow = RecordingLeader(delay=1.0)

@@ -63,23 +63,33 @@ _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 def check_yaml_depth(text: str, path: str) -> None:
     """Refuse deep nesting before composing; the event stream is read without recursion.
 
-    Only files with many nesting marks are scanned, so ordinary specs pay nothing.
+    Only files with many nesting marks are scanned, so ordinary specs pay nothing. libyaml has
+    a nesting limit of its own in some releases, met before any event arrives: then the pure
+    Python parser (no such limit, no recursion) counts, so the refusal is envship's whatever
+    libyaml release is installed.
     """
     if text.count("[") + text.count("{") + text.count("-") + text.count(":") < _NESTING_MARKS:
         return
-    depth = 0
-    try:
-        for event in yaml.parse(text, Loader=_Loader):
-            if isinstance(event, yaml.CollectionStartEvent):
-                depth += 1
-                if depth > MAX_DEPTH:
-                    raise SpecError(
-                        path, f"invalid YAML: nesting is too deep (over {MAX_DEPTH} levels)"
-                    )
-            elif isinstance(event, yaml.CollectionEndEvent):
-                depth -= 1
-    except yaml.YAMLError:
-        return  # the loader below reports the syntax error with its position
+    for loader in dict.fromkeys((_Loader, yaml.SafeLoader)):
+        depth = 0
+        try:
+            for event in yaml.parse(text, Loader=loader):
+                if isinstance(event, yaml.CollectionStartEvent):
+                    depth += 1
+                    if depth > MAX_DEPTH:
+                        raise SpecError(path, TOO_DEEP)
+                elif isinstance(event, yaml.CollectionEndEvent):
+                    depth -= 1
+            return
+        except yaml.YAMLError:
+            continue  # the loader below reports a syntax error with its position
+
+
+TOO_DEEP = f"invalid YAML: nesting is too deep (over {MAX_DEPTH} levels); flatten the document"
+NO_OBJECTS = (
+    "a YAML tag asks for an object (such as !!python/... or a custom !tag); spec files hold "
+    "plain data only: remove the tag"
+)
 
 
 def load_yaml(data: bytes, path: str, *, max_nodes: int) -> Any:
@@ -88,18 +98,23 @@ def load_yaml(data: bytes, path: str, *, max_nodes: int) -> Any:
     check_yaml_depth(text, path)
     try:
         value = yaml.load(text, Loader=_Loader)  # noqa: S506 - a safe loader
+    except yaml.constructor.ConstructorError as exc:
+        raise SpecError(path, f"invalid YAML{_where(exc)}: {NO_OBJECTS}") from None
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise SpecError(path, f"invalid YAML{where}: {exc.problem or exc.context}") from None
+        raise SpecError(path, f"invalid YAML{_where(exc)}: {exc.problem or exc.context}") from None
     except yaml.YAMLError as exc:
         raise SpecError(path, f"invalid YAML: {type(exc).__name__}") from None
     except RecursionError:
-        raise SpecError(path, "invalid YAML: nesting is too deep") from None
+        raise SpecError(path, TOO_DEEP) from None
     except (ValueError, OverflowError) as exc:  # impossible dates, integers past 4300 digits
         raise SpecError(path, f"invalid YAML value: {str(exc)[:120]}") from None
     count_nodes(value, max_nodes, path)
     return value
+
+
+def _where(exc: yaml.MarkedYAMLError) -> str:
+    mark = exc.problem_mark
+    return f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
 
 
 def load_json(data: bytes, path: str, *, max_nodes: int) -> Any:

@@ -1,8 +1,8 @@
 """Real infrastructure for the integration tests: a Docker engine, CNCF distribution registries
 (TLS, basic auth, token auth, read-only), locally made base images.
 
-Nothing is mocked. A test that needs a service that is missing fails when CI=true (the CI
-script installs everything) and is skipped on a developer machine without it.
+Nothing is mocked. A test that needs a service that is missing fails under scripts/test and in
+CI (which install everything) and is skipped on a developer machine without it (tests/needs.py).
 """
 
 from __future__ import annotations
@@ -22,22 +22,14 @@ from pathlib import Path
 
 import bcrypt
 import docker
-import pytest
 import requests
 import trustme
 import yaml
 
 from tests.canaries import canary
+from tests.needs import need
 
-CI = os.environ.get("CI") == "true"
-
-
-def need(condition: bool, why: str) -> None:
-    """Fail in CI, skip elsewhere, when a service the test needs is missing."""
-    if not condition:
-        if CI:
-            pytest.fail(f"{why} (CI installs it: see .ci/run)")
-        pytest.skip(why)
+__all__ = ["need"]
 
 
 def free_port() -> int:

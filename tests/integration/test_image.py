@@ -88,12 +88,13 @@ def copy_context(source: Path, target: Path) -> None:
 
 
 def make_wheelhouse(context: Path) -> None:
-    """wheels/: envship's dependencies and its build backend, so the build needs no index."""
-    backend = [str(requirement) for requirement in PYPROJECT["build-system"]["requires"]]
+    """wheels/: the locked dependencies and build backend (deploy/requirements.txt), so the
+    build needs no index."""
     done = subprocess.run(
         [
             *(sys.executable, "-m", "pip", "wheel", "--quiet", "--disable-pip-version-check"),
-            *("--wheel-dir", str(context / "wheels"), str(context), *backend),
+            *("--require-hashes", "--no-deps", "--wheel-dir", str(context / "wheels")),
+            *("-r", str(context / "deploy" / "requirements.txt")),
         ],
         capture_output=True,
         text=True,
@@ -119,6 +120,7 @@ def test_the_build_context_holds_only_what_the_image_needs(tmp_path: Path) -> No
         "wheels/pygit2-1.0-cp311-cp311-manylinux_2_28_x86_64.whl",
         "deploy/Dockerfile",
         "deploy/README.md",
+        "deploy/requirements.txt",
         "tests/test_cli.py",
         "docs/deploy.md",
         "helm/envship/Chart.yaml",
@@ -141,6 +143,7 @@ def test_the_build_context_holds_only_what_the_image_needs(tmp_path: Path) -> No
         "controller/__init__.py",
         "controller/core/model.py",
         "wheels/pygit2-1.0-cp311-cp311-manylinux_2_28_x86_64.whl",
+        "deploy/requirements.txt",
         DOCKERFILE,
     }
     # and the repository's own context: every module of the package, nothing beside it
@@ -148,6 +151,7 @@ def test_the_build_context_holds_only_what_the_image_needs(tmp_path: Path) -> No
     modules = {str(path.relative_to(ROOT)) for path in (ROOT / "controller").rglob("*.py")}
     assert modules <= sent
     extra = sent - modules - {".dockerignore", "pyproject.toml", "README.md", DOCKERFILE}
+    extra -= {"deploy/requirements.txt"}
     assert all(path.startswith(("controller/", "wheels/")) for path in extra), extra
     assert not any("__pycache__" in path for path in extra), extra
 

@@ -6,8 +6,9 @@ case with `Environment.save_to_directory` and reports what `Environment.load_fro
 reads back.
 These tests run envship's discovery on the same folders and compare field by field.
 
-The SDK's interpreter is found through ENVSHIP_AZUREML_PYTHON. Without it the tests are skipped
-on a developer's machine and fail in CI (CI=true), where a silent skip would hide a lost check.
+The SDK's interpreter is found through ENVSHIP_AZUREML_PYTHON (scripts/test sets it). Without it
+the tests are skipped on a developer's machine and fail under scripts/test and in CI, where a
+silent skip would hide a lost check.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from controller.adapters.folder import FolderTree
 from controller.core.discovery import DiscoveryOptions, discover
 from controller.core.model import ContextFile, Environment
 from controller.core.requirements import canonical_requirements, logical_lines
+from tests.needs import need
 
 pytestmark = pytest.mark.sdk
 
@@ -35,9 +37,10 @@ SCRIPT = HERE / "sdk_roundtrip.py"
 PYTHON_VARIABLE = "ENVSHIP_AZUREML_PYTHON"
 HOW_TO_CREATE = (
     f"{PYTHON_VARIABLE} must name the python of a virtual environment with azureml-core "
-    "(scripts/test makes one by itself), e.g. from the repository root with Python 3.11:\n"
+    "(scripts/test makes one by itself from the lock), e.g. from the repository root with\n"
+    "Python 3.11:\n"
     "  python3 -m venv .venv-azureml\n"
-    "  .venv-azureml/bin/python -m pip install -r tests/sdk/requirements.txt\n"
+    "  .venv-azureml/bin/python -m pip install --require-hashes -r tests/sdk/requirements.txt\n"
     f"  export {PYTHON_VARIABLE}=$PWD/.venv-azureml/bin/python"
 )
 SDK_TIMEOUT = 300
@@ -66,13 +69,9 @@ ALL_CASES = ACCEPTED + REFUSED
 
 
 def sdk_python() -> str:
-    """The SDK's interpreter; a skip on a developer's machine, a failure in CI."""
+    """The SDK's interpreter; a skip on a developer's machine, a failure under scripts/test."""
     path = os.environ.get(PYTHON_VARIABLE, "").strip()
-    if not path:
-        message = f"{PYTHON_VARIABLE} is not set.\n{HOW_TO_CREATE}"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
+    need(bool(path), f"{PYTHON_VARIABLE} is not set. {HOW_TO_CREATE}")
     if not (os.path.isfile(path) and os.access(path, os.X_OK)):
         pytest.fail(f"{PYTHON_VARIABLE}={path} is not an executable.\n{HOW_TO_CREATE}")
     return path
