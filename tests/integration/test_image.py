@@ -88,12 +88,12 @@ def copy_context(source: Path, target: Path) -> None:
 
 
 def make_wheelhouse(context: Path) -> None:
-    """wheels/: the locked dependencies and build backend (deploy/requirements.txt), so the
-    build needs no index."""
+    """wheels/: the very files deploy/requirements.txt locks (wheels, and the source archive of
+    a dependency published only so), hash-checked, so the build needs no index."""
     done = subprocess.run(
         [
-            *(sys.executable, "-m", "pip", "wheel", "--quiet", "--disable-pip-version-check"),
-            *("--require-hashes", "--no-deps", "--wheel-dir", str(context / "wheels")),
+            *(sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check"),
+            *("--require-hashes", "--no-deps", "--dest", str(context / "wheels")),
             *("-r", str(context / "deploy" / "requirements.txt")),
         ],
         capture_output=True,
