@@ -70,7 +70,10 @@ def check_yaml_depth(text: str, path: str) -> None:
     """
     if text.count("[") + text.count("{") + text.count("-") + text.count(":") < _NESTING_MARKS:
         return
-    for loader in dict.fromkeys((_Loader, yaml.SafeLoader)):
+    loaders: list[type[yaml.SafeLoader]] = [_Loader]
+    if _Loader is not yaml.SafeLoader:
+        loaders.append(yaml.SafeLoader)
+    for loader in loaders:
         depth = 0
         try:
             for event in yaml.parse(text, Loader=loader):
