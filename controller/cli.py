@@ -29,6 +29,7 @@ from controller.cli_options import (
     table,
 )
 from controller.cli_watch import watch_command
+from controller.core.discovery import Discovered
 from controller.core.explain import differences
 from controller.core.hashing import content_hash, hash_input
 from controller.core.model import BuildSpec, Environment
@@ -42,6 +43,8 @@ def item_json(item: PlanItem) -> dict[str, Any]:
     return {
         "name": env.name,
         "path": env.path or ".",
+        "paths": [p or "." for p in env.paths],
+        "key": env.status_key,
         "kind": env.kind,
         "version": env.version,
         "repository": env.repository,
@@ -53,16 +56,60 @@ def item_json(item: PlanItem) -> dict[str, Any]:
     }
 
 
-def print_plan(items: list[PlanItem]) -> None:
+def shown_path(env: Environment) -> str:
+    more = f" (+{len(env.also)} same)" if env.also else ""
+    return (env.path or ".") + more
+
+
+def print_plan(items: list[PlanItem], unpinned: dict[str, str]) -> None:
     out = console()
     grid = table(("NAME", "KIND", "PATH", "HASH", "ACTION", "IMAGE"))
     for item in items:
         env = item.env
+        mark = "*" if env.path in unpinned and item.hash else ""
         grid.add_row(
-            env.name, env.kind, env.path or ".", short(item.hash), item.action, item.image or "-"
+            env.status_key,
+            env.kind,
+            shown_path(env),
+            short(item.hash) + mark,
+            item.action,
+            item.image or "-",
         )
     out.print(grid)
-    print_errors(out, [(i.env.name, i.error) for i in items], "refused")
+    for action in ("refused", "failed"):
+        shown = [(i.env.status_key, i.error) for i in items if i.action == action]
+        print_errors(out, shown, action)
+    print_unpinned(out, unpinned)
+
+
+def print_unpinned(out: Any, unpinned: dict[str, str]) -> None:
+    """Hashes made with bases as tagged: a sync that can resolve them hashes otherwise."""
+    if not unpinned:
+        return
+    out.print(
+        f"\n* {len(unpinned)} hashed with base images not pinned to digests: sync pins them, "
+        "so its hashes differ",
+        markup=False,
+    )
+    for path, why in sorted(unpinned.items())[:5]:
+        out.print(redact(f"  {path or '.'}: {why}"), markup=False)
+    if len(unpinned) > 5:
+        out.print(f"  and {len(unpinned) - 5} more", markup=False)
+
+
+def print_notes(found: Discovered) -> None:
+    """The files discovery skipped, on stderr (JSON on stdout stays a list)."""
+    for note in found.notes:
+        click.echo(redact(f"skipped {note.path}: {note.text}"), err=True)
+
+
+def notes_line(found: Discovered) -> None:
+    if found.notes:
+        click.echo(
+            f"{len(found.notes)} files are not environments (jobs, endpoints, CI, other assets)"
+            " and were skipped; --show-skipped lists them",
+            err=True,
+        )
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -71,22 +118,43 @@ def main() -> None:
     """Keep a container registry in step with a git repository of Azure ML environments."""
 
 
+SHOW_SKIPPED = click.option(
+    "--show-skipped", is_flag=True, help="List the files that are not environments, and why."
+)
+
+
 @main.command("plan")
 @click.argument("path", default=".", type=click.Path(exists=True, file_okay=False))
 @discovery_options
 @registry_options(required=False)
+@SHOW_SKIPPED
 @click.option("--output", "-o", type=click.Choice(["table", "json"]), default="table")
-def plan_command(path: str, discovery: Discovery, target: RegistryArgs, output: str) -> None:
-    """List the environments in PATH with their hash, image and what a sync would do."""
+def plan_command(
+    path: str, discovery: Discovery, target: RegistryArgs, show_skipped: bool, output: str
+) -> None:
+    """List the environments in PATH with their hash, image and what a sync would do.
+
+    Without --registry, bases are still pinned to their digests where their registries
+    answer, as sync pins them; a hash made without that is marked with *.
+    """
+    unpinned: dict[str, str] = {}
     if target.registry is None:
-        items = plan(discovery.load(path))
+        found = discovery.load(path)
+        resolution = target.resolver().resolve(found)
+        unpinned = resolution.unpinned
+        items = plan(resolution.envs, failures=resolution.failures)
     else:
         where = target.target(discovery.prefix)
-        items = target.sync(where).plan(discovery.load(path, where.prefix))
+        found = discovery.load(path, where.prefix)
+        items = target.sync(where).plan(found)
+    if show_skipped:
+        print_notes(found)
     if output == "json":
         click.echo(redact(json.dumps([item_json(i) for i in items], indent=2)))
     else:
-        print_plan(items)
+        print_plan(items, unpinned)
+        if not show_skipped:
+            notes_line(found)
     if any(i.action in ("refused", "failed") for i in items):
         sys.exit(1)
 
@@ -127,15 +195,15 @@ def sync_command(
 ) -> None:
     """Build and push exactly the environments in PATH whose hash is not in the registry."""
     where = target.target(discovery.prefix)
-    envs = discovery.load(path, where.prefix)
-    found = provenance(path)
+    found = discovery.load(path, where.prefix)
+    origin = provenance(path)
     options = build.options(
-        dry_run=dry_run, source=source or found.source, revision=revision or found.revision
+        dry_run=dry_run, source=source or origin.source, revision=revision or origin.revision
     )
     reporter = Reporter(None if quiet else lambda line: click.echo(line, err=True))
     sync = target.sync(where, options, reporter)
     try:
-        results = sync.run(envs)
+        results = sync.run(found)
     finally:
         sync.close()
     if output == "json":
@@ -146,7 +214,7 @@ def sync_command(
         for result in results:
             item = result.item
             grid.add_row(
-                item.env.name,
+                item.env.status_key,
                 short(item.hash),
                 result.outcome,
                 short(result.digest),
@@ -154,15 +222,21 @@ def sync_command(
                 item.image or "-",
             )
         out.print(grid)
-        print_errors(out, [(r.item.env.name, r.error) for r in results], "failed")
-    if any(r.outcome == "failed" for r in results):
+        for outcome in ("refused", "failed"):
+            shown = [(r.item.env.status_key, r.error) for r in results if r.outcome == outcome]
+            print_errors(out, shown, outcome)
+        notes_line(found)
+    if any(r.outcome in ("failed", "refused") for r in results):
         sys.exit(1)
 
 
 def select(envs: list[Environment], wanted: str) -> Environment:
     wanted_path = wanted.rstrip("/") or "."
     matches = [
-        e for e in envs if e.name.lower() == wanted.lower() or (e.path or ".") == wanted_path
+        e
+        for e in envs
+        if wanted.lower() in (e.name.lower(), e.status_key.lower())
+        or wanted_path in (p or "." for p in e.paths)
     ]
     if not matches:
         names = ", ".join(sorted(e.name for e in envs)) or "none"
@@ -183,14 +257,37 @@ def build_of(env: Environment) -> BuildSpec:
     return env.build
 
 
+def resolved(env: str, path: str, discovery: Discovery, target: RegistryArgs) -> BuildSpec:
+    """ENV's build, with its placeholders filled and bases pinned as sync does; a base that
+    cannot be pinned is said on stderr (the hash is then not sync's)."""
+    chosen = select(discovery.load(path), env)
+    resolution = target.resolver().resolve([chosen])
+    one = resolution.envs[0]
+    if one.error is not None:
+        click.echo(redact(f"refused: {one.error}"), err=True)
+        sys.exit(1)
+    if chosen.path in resolution.failures:
+        click.echo(redact(f"failed: {resolution.failures[chosen.path]}"), err=True)
+        sys.exit(1)
+    if chosen.path in resolution.unpinned:
+        click.echo(
+            redact(
+                f"note: {resolution.unpinned[chosen.path]}; hashed with the base as tagged, "
+                "so a sync that can pin it gives another hash"
+            ),
+            err=True,
+        )
+    return build_of(one)
+
+
 @main.command("render")
 @click.argument("env")
 @click.option("--path", "path", default=".", type=click.Path(exists=True, file_okay=False))
 @discovery_options
-def render_command(env: str, path: str, discovery: Discovery) -> None:
+@registry_options(required=False)
+def render_command(env: str, path: str, discovery: Discovery, target: RegistryArgs) -> None:
     """Print the Dockerfile envship builds for ENV (a name or a path)."""
-    found = discovery.load(path)
-    build = build_of(select(found, env))
+    build = resolved(env, path, discovery, target)
     click.echo(render(build, content_hash(build)).dockerfile, nl=False)
 
 
@@ -198,10 +295,10 @@ def render_command(env: str, path: str, discovery: Discovery) -> None:
 @click.argument("env")
 @click.option("--path", "path", default=".", type=click.Path(exists=True, file_okay=False))
 @discovery_options
-def hash_command(env: str, path: str, discovery: Discovery) -> None:
-    """Print the content hash of ENV (a name or a path)."""
-    found = discovery.load(path)
-    click.echo(content_hash(build_of(select(found, env))))
+@registry_options(required=False)
+def hash_command(env: str, path: str, discovery: Discovery, target: RegistryArgs) -> None:
+    """Print the content hash of ENV (a name or a path), its bases pinned as sync pins them."""
+    click.echo(content_hash(resolved(env, path, discovery, target)))
 
 
 @main.command("explain")

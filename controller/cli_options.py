@@ -13,13 +13,20 @@ import click
 
 from controller.adapters.folder import FolderTree
 from controller.adapters.forked import ForkedJobs, usable_cpus
+from controller.adapters.packageindex import PYPI, PackageIndex
 from controller.adapters.redact import redact
 from controller.adapters.registries import RegistryPool, RegistrySettings
 from controller.adapters.secrets import CredentialRefs, SecretError, SecretRef, SecretStore
-from controller.core.discovery import DiscoveryOptions, RootError, discover
-from controller.core.model import Environment
+from controller.core.discovery import (
+    Discovered,
+    DiscoveryOptions,
+    RepositoryConfigError,
+    RootError,
+    discover,
+)
 from controller.core.naming import validate_prefix
 from controller.core.specs.common import DEFAULT_BASE_IMAGE
+from controller.resolve import Resolver
 from controller.sync import Reporter, Sync, SyncOptions, Target
 
 SHORT_HASH = 12
@@ -54,15 +61,15 @@ def table(columns: Sequence[str]) -> Any:
 class Discovery:
     """What the discovery options say; `load(path)` finds the environments under PATH."""
 
-    root: str
+    root: str | None
     ignore: tuple[str, ...]
     prefix: str
-    default_base_image: str
+    default_base_image: str | None
 
-    def load(self, path: str, prefix: str | None = None) -> list[Environment]:
+    def load(self, path: str, prefix: str | None = None) -> Discovered:
         prefix = self.prefix if prefix is None else prefix
         options = DiscoveryOptions(
-            root=self.root,
+            root=self.root or None,
             ignore=self.ignore,
             prefix=prefix,
             default_base_image=self.default_base_image,
@@ -75,7 +82,7 @@ class Discovery:
         try:
             # Reading and hashing use every CPU: no thread runs yet, so fork is safe here.
             return discover(tree, options, run_jobs=ForkedJobs(usable_cpus()))
-        except RootError as exc:
+        except (RootError, RepositoryConfigError) as exc:
             raise click.UsageError(str(exc)) from None
 
 
@@ -97,7 +104,11 @@ def collapse(
 
 def discovery_options(f: Callable[..., Any]) -> Callable[..., Any]:
     options = [
-        click.option("--root", default="", help="Folder inside PATH to search (default: all)."),
+        click.option(
+            "--root",
+            default=None,
+            help="Folder inside PATH to search (default: envship.yaml's root, else all).",
+        ),
         click.option(
             "--ignore", multiple=True, help="gitignore-style pattern to skip (repeatable)."
         ),
@@ -109,9 +120,9 @@ def discovery_options(f: Callable[..., Any]) -> Callable[..., Any]:
         ),
         click.option(
             "--default-base-image",
-            default=DEFAULT_BASE_IMAGE,
-            show_default=True,
-            help="Base image of the plain pip and conda forms.",
+            default=None,
+            help="Base image of the plain pip and conda forms (default: envship.yaml's, else "
+            f"{DEFAULT_BASE_IMAGE}).",
         ),
     ]
     f = collapse(("root", "ignore", "prefix", "default_base_image"), "discovery", Discovery)(f)
@@ -163,7 +174,15 @@ def registry_options(required: bool) -> Callable[[Callable[..., Any]], Callable[
             click.option(
                 "--no-resolve-base",
                 is_flag=True,
-                help="Do not pin base images to their digests (offline use).",
+                help="Do not pin base images to their digests, nor look up curated "
+                "environments' {{latest-...}} values (offline use).",
+            ),
+            click.option(
+                "--package-index",
+                metavar="URL",
+                default=PYPI,
+                show_default=True,
+                help="Where {{latest-pypi-version}} is looked up.",
             ),
         ]
         f = collapse(REGISTRY_OPTIONS, "target", RegistryArgs)(f)
@@ -251,7 +270,7 @@ def credential_map(entries: Sequence[str], option: str) -> dict[str, CredentialR
 
 REGISTRY_OPTIONS = (
     "registry", "ca_file", "plain_http", "username", "password", "acr_identity", "base_auth",
-    "secret_ttl", "no_resolve_base",
+    "secret_ttl", "no_resolve_base", "package_index",
 )  # fmt: skip
 
 
@@ -268,6 +287,7 @@ class RegistryArgs:
     base_auth: tuple[str, ...]
     secret_ttl: float
     no_resolve_base: bool
+    package_index: str
 
     def target(self, prefix: str) -> Target:
         if self.registry is None:
@@ -279,7 +299,7 @@ class RegistryArgs:
             raise click.UsageError(str(exc)) from None
         return target
 
-    def settings(self, target: Target) -> RegistrySettings:
+    def settings(self, target: Target | None) -> RegistrySettings:
         own: CredentialRefs | None = None
         username, password = self.username, self.password
         if username or password:
@@ -290,7 +310,7 @@ class RegistryArgs:
             except SecretError as exc:
                 raise click.UsageError(str(exc)) from None
         return RegistrySettings.for_target(
-            target.host,
+            target.host if target is not None else None,
             ca_file=self.ca_file,
             plain_http=self.plain_http,
             base_credentials=credential_map(self.base_auth, "--base-auth"),
@@ -306,7 +326,21 @@ class RegistryArgs:
         store = SecretStore(self.secret_ttl, settings.credential_factory, settings.ca_file)
         options = options or SyncOptions()
         options.resolve_bases = not self.no_resolve_base
+        options.package_index = PackageIndex(self.package_index, ca_file=self.ca_file)
         return Sync(target, RegistryPool(settings, store), options, reporter)
+
+    def resolver(self) -> Resolver:
+        """What `plan`, `hash` and `render` resolve with when no target is given: the base
+        image registries' own credentials (`--base-auth`), anonymous elsewhere."""
+        if self.username or self.password or self.acr_identity:
+            raise click.UsageError("--username, --password and --acr-identity need --registry")
+        settings = self.settings(None)
+        store = SecretStore(self.secret_ttl, settings.credential_factory, settings.ca_file)
+        return Resolver(
+            RegistryPool(settings, store),
+            enabled=not self.no_resolve_base,
+            package_index=PackageIndex(self.package_index, ca_file=self.ca_file),
+        )
 
 
 def short(content: str | None) -> str:

@@ -72,10 +72,16 @@ class Git(Model):
 
 
 class Specs(Model):
-    root: str = ""
+    """Where the specs are. `root` and `defaultBaseImage` left unset take the repository's
+    own `envship.yaml`, then the defaults (everything; Azure ML's base image); `ignore` adds to
+    its patterns."""
+
+    root: str | None = None
     ignore: list[str] = []
     prefix: str = "envship"
-    default_base_image: str = Field(default=DEFAULT_BASE_IMAGE, alias="defaultBaseImage")
+    default_base_image: str | None = Field(
+        default=None, alias="defaultBaseImage", description=f"default: {DEFAULT_BASE_IMAGE}"
+    )
 
 
 class Registry(Model):

@@ -46,7 +46,7 @@ from controller.adapters.gittree import GitTree, folder_ids
 from controller.adapters.redact import redact
 from controller.adapters.registries import RegistryPool
 from controller.core.backoff import Backoff
-from controller.core.discovery import DiscoveryCache, DiscoveryOptions, discover
+from controller.core.discovery import DiscoveryCache, DiscoveryOptions, Places, discover
 from controller.core.gc import TagInfo
 from controller.core.hashing import content_hash
 from controller.core.model import Environment
@@ -244,6 +244,8 @@ class Controller:
         self.gc = gc
         self.parsed = DiscoveryCache()
         """Parsed specs by git object id: a new revision reads only what changed."""
+        self.places = Places()
+        """What each v2 document gave when it last parsed: one that breaks keeps its place."""
         self._keys: dict[str, tuple[Environment, Key]] = {}
         self.source = source
         self.runner = runner
@@ -503,8 +505,8 @@ class Controller:
 
         tree = self.source.tree(revision)
         try:
-            envs = discover(tree, self.discovery, cache=self.parsed)
-        except ValueError as exc:  # RootError: the configured root is not in this revision
+            envs = discover(tree, self.discovery, cache=self.parsed, places=self.places)
+        except ValueError as exc:  # the root is not in this revision, or envship.yaml is wrong
             return self._stale(redact(f"specs: {exc}"), label)
         log.debug(
             "%d environments; %d read and %d YAML files parsed, the rest unchanged",
@@ -535,10 +537,10 @@ class Controller:
             outage = _registry_outage(results, retrying=set(self._retries))
             if outage is not None:
                 for result in results:  # no hot loop for those already backing off
-                    self._postpone(result.item.env.name)
+                    self._postpone(result.item.env.status_key)
                 return self._stale(redact(f"registry: {outage}"), label)
             for result in results:
-                self._record(result, keys.get(result.item.env.name, ()), label, context)
+                self._record(result, keys.get(result.item.env.status_key, ()), label, context)
 
         self._revision = revision
         self._complete = True
@@ -595,10 +597,10 @@ class Controller:
         keys: dict[str, Key] = {}
         known = self._keys
         for env in envs:
-            previous = known.get(env.name)
+            previous = known.get(env.status_key)
             same = previous is not None and previous[0] is env
-            keys[env.name] = previous[1] if previous and same else change_key(tree, env)
-        self._keys = {env.name: (env, keys[env.name]) for env in envs}
+            keys[env.status_key] = previous[1] if previous and same else change_key(tree, env)
+        self._keys = {env.status_key: (env, keys[env.status_key]) for env in envs}
         return keys
 
     def _select(
@@ -615,41 +617,41 @@ class Controller:
         skipped = {"stalled": 0, "waiting": 0, "unchanged": 0}
         unchanged: list[str] = []
         for env in envs:
-            key = keys[env.name]
-            current = self.board.peek(env.name)
+            key = keys[env.status_key]
+            current = self.board.peek(env.status_key)
             if current is None:
-                current = self.board.set(EnvStatus(env.name, env.path, env.kind))
+                current = self.board.set(EnvStatus(env.status_key, env.path, env.kind))
             elif (current.path, current.kind) != (env.path, env.kind):
-                current = self.board.update(env.name, path=env.path, kind=env.kind)
+                current = self.board.update(env.status_key, path=env.path, kind=env.kind)
             if env.error is not None:
                 skipped["stalled"] += 1
                 self._stall(env, key, label, context)
                 continue
-            self._stalled.pop(env.name, None)
-            retry = self._retries.get(env.name)
+            self._stalled.pop(env.status_key, None)
+            retry = self._retries.get(env.status_key)
             if retry is not None and retry.key == key and retry.at > now:
                 skipped["waiting"] += 1
-                unchanged.append(env.name)
+                unchanged.append(env.status_key)
                 continue
-            if not full and current.phase is Phase.READY and self._ready.get(env.name) == key:
+            if not full and current.phase is Phase.READY and self._ready.get(env.status_key) == key:
                 skipped["unchanged"] += 1
-                unchanged.append(env.name)
+                unchanged.append(env.status_key)
                 continue
             todo.append(env)
         self.board.advance(unchanged, label)
         return todo, skipped
 
     def _stall(self, env: Environment, key: Key, label: str, context: dict[str, Any]) -> None:
-        self._retries.pop(env.name, None)
-        self._ready.pop(env.name, None)
-        if self._stalled.get(env.name) != key:
+        self._retries.pop(env.status_key, None)
+        self._ready.pop(env.status_key, None)
+        if self._stalled.get(env.status_key) != key:
             log.warning(
                 "refused spec: not built until it changes",
-                extra={**context, "env": env.name, "error": str(env.error)},
+                extra={**context, "env": env.status_key, "error": str(env.error)},
             )
-        self._stalled[env.name] = key
+        self._stalled[env.status_key] = key
         self.board.update(
-            env.name,
+            env.status_key,
             phase=Phase.STALLED,
             last_error=str(env.error),
             revision=label,
@@ -670,7 +672,7 @@ class Controller:
 
     def _record(self, result: Result, key: Key, label: str, context: dict[str, Any]) -> None:
         item = result.item
-        name = item.env.name
+        name = item.env.status_key
         extra = {**context, "env": name}
         if result.outcome in ("built", "copied"):
             self.metrics.observe_build(result.outcome, result.seconds)
@@ -730,7 +732,7 @@ def _registry_outage(results: Sequence[Result], retrying: set[str]) -> str | Non
     on every tick.
     """
     errors = [r.error or "" if r.outcome == "failed" else "" for r in results]
-    fresh = [r for r in results if r.item.env.name not in retrying]
+    fresh = [r for r in results if r.item.env.status_key not in retrying]
     if fresh and all(REGISTRY_OUTAGE in error for error in errors):
         return errors[0].split(": ", 1)[-1]
     return None

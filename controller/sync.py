@@ -17,13 +17,14 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
 from typing import Literal
 
 from controller.adapters.builder import BuildError, DockerBuilder, EngineError, PushError
 from controller.adapters.indexproxy import IndexProxy
+from controller.adapters.packageindex import PackageIndex
 from controller.adapters.redact import redact
 from controller.adapters.registries import RegistryPool
 from controller.adapters.registry import RegistryError
@@ -34,9 +35,11 @@ from controller.core.model import Environment, base_references
 from controller.core.naming import split_reference, tag_for
 from controller.core.plan import PlanItem, plan
 from controller.core.render import LABEL_HASH, render
+from controller.resolve import Resolver
 
-Outcome = Literal["built", "copied", "up-to-date", "failed", "build", "copy"]
-"""`build` and `copy` are what a dry run would do."""
+Outcome = Literal["built", "copied", "up-to-date", "failed", "refused", "build", "copy"]
+"""`build` and `copy` are what a dry run would do; `refused`: the spec cannot be built as
+written (fix it); `failed`: it could not be done now (retry later)."""
 CHECK_WORKERS = 16
 TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 FAILURES = (BuildError, EngineError, PushError, RegistryError, SecretError)
@@ -73,6 +76,8 @@ class SyncOptions:
     """Package index URLs served to builds through the loopback forwarder (`PIP_*` args)."""
     index_credentials: Mapping[str, CredentialRefs] = field(default_factory=dict)
     """Index host -> username and password references."""
+    package_index: PackageIndex | None = None
+    """Where `{{latest-pypi-version}}` is looked up (default: PyPI)."""
 
 
 @dataclass
@@ -124,6 +129,9 @@ class Sync:
         self.pool = pool
         self.registry = pool.get(target.host)
         self.options = options
+        self.resolver = Resolver(
+            pool, enabled=options.resolve_bases, package_index=options.package_index
+        )
         self.reporter = reporter or Reporter()
         self._builder_factory = builder_factory
         self._builder: DockerBuilder | None = None
@@ -135,47 +143,10 @@ class Sync:
     def resolve_bases(
         self, envs: Sequence[Environment]
     ) -> tuple[list[Environment], dict[str, str]]:
-        """Pin every base image to its digest; environments whose base fails are set aside."""
-        failures: dict[str, str] = {}
-        if not self.options.resolve_bases:
-            return list(envs), failures
-        wanted = {ref for env in envs if env.ok and env.build for ref in base_references(env.build)}
-        for env in envs:
-            build = env.build
-            if env.ok and build and build.base_registry and build.base_registry_identity:
-                self.pool.use_identity(build.base_registry, build.base_registry_identity)
-        answers: dict[str, str | Exception] = {}
-
-        def resolve(ref: str) -> None:
-            try:
-                host, repository, tag, digest = split_reference(ref)
-                if digest:
-                    answers[ref] = digest
-                    return
-                # Base tags move, unlike hash tags: always ask (each distinct base once a run).
-                registry = self.pool.get(host or "docker.io")
-                found = registry.digest(repository, tag or "latest", refresh=True)
-                answers[ref] = found or LookupError(f"base image {ref} does not exist")
-            except (RegistryError, SecretError, ValueError) as exc:
-                answers[ref] = exc
-
-        with ThreadPoolExecutor(CHECK_WORKERS) as workers:
-            list(workers.map(resolve, sorted(wanted)))
-        resolved: list[Environment] = []
-        for env in envs:
-            if not env.ok or env.build is None:
-                resolved.append(env)
-                continue
-            pins: list[tuple[str, str]] = []
-            for ref in base_references(env.build):
-                answer = answers[ref]
-                if isinstance(answer, Exception):
-                    failures[env.path] = f"base image {ref} could not be resolved: {answer}"
-                    break
-                pins.append((ref, answer))
-            build = replace(env.build, base_digests=tuple(sorted(pins)))
-            resolved.append(replace(env, build=build))
-        return resolved, failures
+        """Placeholders filled and bases pinned (`Resolver.resolve`); what cannot be planned
+        now is set aside with why (path -> reason)."""
+        resolution = self.resolver.resolve(envs)
+        return resolution.envs, resolution.problems
 
     def plan(self, envs: Sequence[Environment]) -> list[PlanItem]:
         envs, failures = self.resolve_bases(envs)
@@ -269,7 +240,7 @@ class Sync:
 
     def _planned(self, item: PlanItem) -> Result:
         if item.action in ("refused", "failed"):
-            return Result(item, "failed", error=item.error)
+            return Result(item, item.action, error=item.error)
         if item.action == "up-to-date":
             return Result(item, "up-to-date", digest=item.digest)
         return Result(item, "build" if item.action == "build" else "copy")
@@ -283,7 +254,7 @@ class Sync:
 
         def emit(line: str) -> None:
             log.append(redact(line))
-            self.reporter.line(env.name, line)
+            self.reporter.line(env.status_key, line)
 
         repository = f"{self.target.host}/{env.repository}"
         tag = tag_for(item.hash)
@@ -365,7 +336,7 @@ class Sync:
             return Result(
                 item, "failed", error=redact(str(exc)), seconds=time.monotonic() - started
             )
-        self.reporter.line(env.name, f"copied from {item.source}: {digest}")
+        self.reporter.line(env.status_key, f"copied from {item.source}: {digest}")
         return Result(item, "copied", digest, seconds=time.monotonic() - started)
 
     def _move_tags(self, results: list[Result]) -> None:
@@ -379,7 +350,7 @@ class Sync:
                 tags.append(env.version)
             for tag in tags:
                 if not TAG.fullmatch(tag):
-                    self.reporter.line(env.name, f"not tagged {tag!r}: not a valid tag")
+                    self.reporter.line(env.status_key, f"not tagged {tag!r}: not a valid tag")
                     continue
                 try:
                     current = self.registry.digest(env.repository, tag, refresh=True)
@@ -389,7 +360,7 @@ class Sync:
                     if info is None:
                         raise RegistryError(f"{env.repository} lost its image before tagging")
                     self.registry.put_manifest(env.repository, tag, info)
-                    self.reporter.line(env.name, f"tagged {tag}")
+                    self.reporter.line(env.status_key, f"tagged {tag}")
                 except FAILURES as exc:
                     result.outcome = "failed"
                     result.error = redact(f"image pushed, but moving tag {tag!r} failed: {exc}")

@@ -40,7 +40,7 @@ def test_each_form_is_found_with_its_kind_and_name():
     found = {path: (i.env.kind, i.env.name, i.action) for path, i in items.items()}
     assert found == {
         "v1": ("aml-v1", "Saved-Env", "build"),
-        "conda": ("conda", "conda", "build"),
+        "conda/environment.yml": ("conda", "conda", "build"),
         "pip": ("pip", "pip", "build"),
         "docker": ("dockerfile", "docker", "build"),
         "v2/a.yml": ("aml-v2", "a", "build"),
@@ -91,7 +91,7 @@ def test_plain_conda_gets_python_when_missing_and_pip_gets_the_sdk_template():
     items = plan_files(
         {"c/env.yml": "dependencies: [numpy]\n", "p/requirements.txt": "pandas\n# c\n"}
     )
-    assert "python=3.10.18" in items["c"].env.build.python.conda.dependencies
+    assert "python=3.10.18" in items["c/env.yml"].env.build.python.conda.dependencies
     conda = items["p"].env.build.python.conda
     assert conda.channels == ("anaconda", "conda-forge")
     assert conda.dependencies == ("pip", "python=3.8.13")
@@ -125,22 +125,48 @@ def test_v2_may_reference_outside_the_root_but_not_outside_the_repository():
     assert "leaves the repository" in items["specs/b.yml"].error
 
 
-def test_several_conda_files_in_one_plain_folder_are_refused():
-    item = plan_files({"c/env.yml": CONDA, "c/environment.yml": CONDA})["c"]
-    assert item.action == "refused"
-    assert "several conda files" in item.error
-
-
-def test_unrelated_yaml_is_ignored_and_broken_yaml_is_reported():
+def test_every_conda_file_of_a_folder_is_an_environment_named_by_its_file():
     items = plan_files(
         {
-            "ci/pipeline.yml": "steps:\n  - run: make\n",
-            "x/broken.yml": "name: [unclosed\n",
-            "ok/requirements.txt": "x\n",
+            "nb/train.yml": CONDA,
+            "nb/score.yml": "dependencies: [python=3.10, flask]\n",
+            "nb/environment.yml": "dependencies: [python=3.9]\n",
+            "nb/requirements.txt": "not an environment beside conda files\n",
         }
     )
-    assert set(items) == {"x/broken.yml", "ok"}
-    assert items["x/broken.yml"].error.startswith("x/broken.yml: invalid YAML at line")
+    names = {path: (i.env.name, i.action) for path, i in items.items()}
+    assert names == {
+        "nb/environment.yml": ("nb", "build"),
+        "nb/score.yml": ("nb-score", "build"),
+        "nb/train.yml": ("nb-train", "build"),
+    }
+
+
+def test_unrelated_yaml_is_noted_and_broken_yaml_that_may_be_an_environment_is_refused():
+    tree = MemoryTree(
+        {
+            "ci/pipeline.yml": b"steps:\n  - run: make\n",
+            "ci/deploy.yml": b"on: push\njobs:\n  x: {runs-on: ubuntu, steps: [{run: ${{ a }}]}\n",
+            "x/broken.yml": b"name: [unclosed\n",
+            "ok/requirements.txt": b"x\n",
+            "ok/job.yml": b"$schema: https://azuremlschemas.azureedge.net/latest/commandJob.schema.json\n"
+            b"command: python train.py\n",
+            "ok/deployment.yml": b"$schema: https://azuremlschemas.azureedge.net/latest/"
+            b"managedOnlineDeployment.schema.json\nname: {{DEPLOYMENT_NAME}}\n",
+        }
+    )
+    found = discover(tree)
+    assert [(e.path, e.kind, e.ok) for e in found] == [
+        ("ok", "pip", True),
+        ("x/broken.yml", "unknown", False),
+    ]
+    assert str(found[1].error).startswith("x/broken.yml: invalid YAML at line")
+    notes = {note.path: note.text for note in found.notes}
+    assert set(notes) == {"ci/pipeline.yml", "ci/deploy.yml", "ok/job.yml", "ok/deployment.yml"}
+    assert notes["ok/job.yml"] == "an Azure ML commandJob (by its $schema), not an environment"
+    assert "managedOnlineDeployment" in notes["ok/deployment.yml"]
+    assert "does not parse" in notes["ok/deployment.yml"]
+    assert "CI workflow" in notes["ci/deploy.yml"]
 
 
 def test_identical_specs_under_two_names_share_a_hash_not_a_repository():

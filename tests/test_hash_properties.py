@@ -93,7 +93,7 @@ def test_dependency_order_and_yaml_layout_never_change_the_hash(pkgs, chans, pip
     shuffled = conda_doc(rnd.sample(pkgs, len(pkgs)), chans, rnd.sample(pip, len(pip)))
     plain = {"c/env.yml": yaml.safe_dump(doc, default_flow_style=False)}
     flow = {"c/env.yml": "# a comment\n" + yaml.safe_dump(shuffled, default_flow_style=True)}
-    assert hash_of(plain, "c") == hash_of(flow, "c")
+    assert hash_of(plain, "c/env.yml") == hash_of(flow, "c/env.yml")
 
 
 @settings(max_examples=60, deadline=None)
@@ -103,16 +103,16 @@ def test_any_pin_change_changes_the_hash(pkgs, chans, data):
     name, version = pkgs[index]
     changed = list(pkgs)
     changed[index] = (name, version + ".1")
-    a = hash_of({"c/env.yml": yaml.safe_dump(conda_doc(pkgs, chans, []))}, "c")
-    b = hash_of({"c/env.yml": yaml.safe_dump(conda_doc(changed, chans, []))}, "c")
+    a = hash_of({"c/env.yml": yaml.safe_dump(conda_doc(pkgs, chans, []))}, "c/env.yml")
+    b = hash_of({"c/env.yml": yaml.safe_dump(conda_doc(changed, chans, []))}, "c/env.yml")
     assert a != b
 
 
 @settings(max_examples=40, deadline=None)
 @given(packages, st.lists(names, min_size=2, max_size=4, unique=True))
 def test_channel_order_changes_the_hash(pkgs, chans):
-    a = hash_of({"c/env.yml": yaml.safe_dump(conda_doc(pkgs, chans, []))}, "c")
-    b = hash_of({"c/env.yml": yaml.safe_dump(conda_doc(pkgs, chans[::-1], []))}, "c")
+    a = hash_of({"c/env.yml": yaml.safe_dump(conda_doc(pkgs, chans, []))}, "c/env.yml")
+    b = hash_of({"c/env.yml": yaml.safe_dump(conda_doc(pkgs, chans[::-1], []))}, "c/env.yml")
     assert a != b
 
 

@@ -125,7 +125,7 @@ EXPECTED: dict[str, tuple[Planned | Refused, ...]] = {
     ),
     "conda-trailing-null": (
         Planned(
-            "conda-trailing-null",
+            "conda-trailing-null/conda_dependencies.yml",
             "conda",
             "conda-trailing-null",
             None,

@@ -34,9 +34,10 @@ COPY --from=builder /w /w
 """
 
 
-def test_from_references_skips_stages_args_and_scratch():
+def test_from_references_skips_stages_and_scratch_and_follows_arg_defaults():
     assert from_references(DOCKERFILE) == [
         "python:3.11-slim",
+        "ubuntu:22.04",
         "registry.example.com:5000/team/base:1",
     ]
 

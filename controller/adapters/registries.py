@@ -45,7 +45,7 @@ class RegistrySettings:
     @classmethod
     def for_target(
         cls,
-        target_host: str,
+        target_host: str | None,
         *,
         ca_file: str | None,
         plain_http: Iterable[str],
@@ -54,15 +54,15 @@ class RegistrySettings:
         acr_identity: bool,
     ) -> RegistrySettings:
         """Settings for syncing to `target_host`: its own credentials (or Entra sign-in) next
-        to those of the base image registries."""
+        to those of the base image registries (None: no target, only those)."""
         credentials = dict(base_credentials)
-        if target_credentials is not None:
+        if target_credentials is not None and target_host is not None:
             credentials[target_host] = target_credentials
         return cls(
             ca_file=ca_file,
             plain_http=frozenset(plain_http),
             credentials=credentials,
-            entra=frozenset({target_host}) if acr_identity else frozenset(),
+            entra=frozenset({target_host}) if acr_identity and target_host else frozenset(),
         )
 
 

@@ -13,6 +13,7 @@ from typing import Any
 from controller.core.documents import expect_mapping, type_name
 from controller.core.errors import SpecError
 from controller.core.requirements import (
+    Include,
     canonical_requirements,
     find_url_credentials,
     logical_lines,
@@ -84,15 +85,17 @@ def _string_list(value: Any, path: str, what: str) -> list[str]:
     return items
 
 
-def _pip(items: list[str], path: str) -> list[str]:
-    """conda hands the pip list to `pip install -r`, so it is read like a requirements file."""
+def _pip(items: list[str], path: str, include: Include | None) -> list[str]:
+    """conda hands the pip list to `pip install -r` from a file beside the conda file, so it is
+    read like a requirements file there (a `-r FILE` is relative to the conda file)."""
     if any(find_url_credentials(item) for item in items):
         raise SpecError(path, "a pip line has credentials in its URL; keep secrets out of git")
-    return canonical_requirements(logical_lines("\n".join(items)), path)
+    return canonical_requirements(logical_lines("\n".join(items)), path, include)
 
 
-def parse_conda(value: Any, path: str) -> CondaSpec:
-    """Read a parsed conda file (or an inline `condaDependencies` mapping)."""
+def parse_conda(value: Any, path: str, include: Include | None = None) -> CondaSpec:
+    """Read a parsed conda file (or an inline `condaDependencies` mapping); nested pip
+    requirement files are read through `include`."""
     doc = expect_mapping(value, path, "the conda file")
     unknown = sorted(set(doc) - ALLOWED_KEYS)
     if unknown:
@@ -145,6 +148,6 @@ def parse_conda(value: Any, path: str) -> CondaSpec:
     return CondaSpec(
         channels=tuple(channels),
         dependencies=tuple(sorted(packages)),
-        pip=tuple(_pip(pip_lines, path)),
+        pip=tuple(_pip(pip_lines, path, include)),
         variables=tuple(sorted(variables.items())),
     )

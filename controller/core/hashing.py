@@ -5,7 +5,8 @@ The hash is SHA-256 over the canonical JSON (sorted keys, no spaces, ASCII escap
 the scheme version (bumped whenever rendering changes), the platform, the base image (and the
 digest of every base once resolved), every build-context file (path, exec bit or link target,
 SHA-256 of the bytes), how Python is installed (conda channels in order, the sorted package set,
-pip lines, variables, or the user-managed interpreter) and environment variables. Names,
+pip lines, variables, or the user-managed interpreter), environment variables, and the values a
+curated environment's template files looked up (`filled`, only when there are any). Names,
 versions, descriptions, tags, formatting, comments and file metadata never reach it. The
 renderer emits nothing that is not derived from this input (apart from provenance labels), so
 equal hashes mean equal builds.
@@ -57,7 +58,7 @@ def hash_input(build: BuildSpec) -> dict[str, Any]:
         base = {"dockerfile": build.dockerfile_path}
         if digests:
             base["digests"] = digests
-    return {
+    doc = {
         "scheme": SCHEME,
         "platform": build.platform,
         "base": base,
@@ -65,6 +66,11 @@ def hash_input(build: BuildSpec) -> dict[str, Any]:
         "python": python_input(build.python),
         "environment": dict(build.environment),
     }
+    if build.filled:
+        doc["filled"] = dict(build.filled)
+    if build.placeholders:  # not buildable yet: plan refuses it; the hash only tells specs apart
+        doc["unfilled"] = sorted({p.text for p in build.placeholders})
+    return doc
 
 
 def content_hash(build: BuildSpec) -> str:

@@ -9,8 +9,9 @@ from controller.core.conda import CondaSpec
 from controller.core.dockerfile import from_references
 from controller.core.errors import SpecError
 
-Kind = Literal["aml-v1", "aml-v2", "conda", "pip", "dockerfile", "unknown"]
+Kind = Literal["azureml-asset", "aml-v1", "aml-v2", "conda", "pip", "dockerfile", "unknown"]
 PythonMode = Literal["conda", "user", "none"]
+PlaceholderKind = Literal["image-tag", "pypi-version"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +39,34 @@ class PythonSetup:
 
 
 @dataclass(frozen=True, slots=True)
+class Placeholder:
+    """One look-up a template file asks for."""
+
+    file: str
+    """The template file, as a path in the build context ('': the base image reference)."""
+    text: str
+    """What is written there, e.g. `mcr.microsoft.com/x:{{latest-image-tag}}`."""
+    kind: PlaceholderKind
+    subject: str
+    """The image (`host/repository`) or the package name."""
+    option: str | None = None
+    """The tag regex, or the version flags (`pre`)."""
+
+    def replacement(self, value: str) -> str:
+        """The text that takes this placeholder's place, given the looked-up value: a tag
+        (`:TAG`) or digest (`@sha256:...`) for an image, a version for a package."""
+        if self.kind == "image-tag":
+            suffix = value if value.startswith("@") else f":{value}"
+            return f"{self.subject}{suffix}"
+        head, _, _ = self.text.partition("{{")
+        return f"{head}{value}"
+
+    def describe(self) -> str:
+        what = "{{latest-image-tag}}" if self.kind == "image-tag" else "{{latest-pypi-version}}"
+        return f"{what} for {self.subject} in {self.file or 'the image reference'}"
+
+
+@dataclass(frozen=True, slots=True)
 class BuildSpec:
     """Everything that decides the image. Either `base_image` or `dockerfile_path` is set."""
 
@@ -54,6 +83,11 @@ class BuildSpec:
     """Registry whose credentials pull the base (from the secret store, never the spec)."""
     base_registry_identity: str | None = None
     """Client id of a managed identity that pulls the base (`registryIdentity`)."""
+    placeholders: tuple[Placeholder, ...] = ()
+    """Values the context's template files look up when the image is built (an azureml-assets
+    environment); the build cannot be hashed until they are filled (`templates.fill`)."""
+    filled: tuple[tuple[str, str], ...] = ()
+    """(placeholder as written, value looked up) of every filled placeholder: hashed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,10 +105,24 @@ class Environment:
     error: SpecError | None = None
     repository: str | None = field(default=None)
     """Registry repository, under the configured prefix (set by discovery)."""
+    also: tuple[str, ...] = ()
+    """Other paths with the same name and the same content: one environment, one image."""
+    key: str | None = None
+    """What status and metrics know it by when its name alone is not unique (see
+    `discovery.names`); None: its name."""
 
     @property
     def ok(self) -> bool:
         return self.error is None and self.build is not None
+
+    @property
+    def status_key(self) -> str:
+        return self.key or self.name
+
+    @property
+    def paths(self) -> tuple[str, ...]:
+        """Every path this environment is kept at."""
+        return (self.path, *self.also)
 
 
 def base_references(build: BuildSpec) -> list[str]:
@@ -84,4 +132,4 @@ def base_references(build: BuildSpec) -> list[str]:
     dockerfile = next((f for f in build.context if f.path == build.dockerfile_path), None)
     if dockerfile is None:
         return []
-    return from_references(dockerfile.data.decode("utf-8", errors="replace"))
+    return from_references(dockerfile.data.decode("utf-8", errors="replace"), build.platform)

@@ -1,5 +1,8 @@
-"""How environments are named in a registry.
+"""How environments are named, and how names become registry repositories.
 
+Environment names: explicit where the spec names itself (v1 `name`, v2 `name`, an asset's
+`asset.yaml`); otherwise implicit, from the environment's path below the discovery root
+(`implicit_name`): the same path always gives the same name, whatever else the repository holds.
 Repository: `<prefix>/<name in lowercase>`; it must match the OCI distribution grammar.
 Tag: the first 32 hex digits of the content hash (128 bits, like Azure ML's own image names).
 """
@@ -21,6 +24,49 @@ _REFERENCE = re.compile(
 )
 TAG_LENGTH = 32
 MAX_REPOSITORY = 255
+ROOT_NAME = "root"
+"""The implicit name of an environment that is the discovery root folder itself."""
+GENERIC_STEMS = frozenset(
+    {
+        "conda",
+        "conda_dependencies",
+        "conda-dependencies",
+        "conda_env",
+        "conda-env",
+        "conda_environment",
+        "conda-environment",
+        "dependencies",
+        "env",
+        "environment",
+        "requirements",
+    }
+)
+"""Conda file names (without .yml/.yaml) that say nothing of their own: such a file is named
+after its folder alone; any other file is named after its folder and its own name."""
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_SEPARATORS = re.compile(r"[._-]{2,}")
+
+
+def _component(text: str) -> str:
+    """`text` as one repository path component: letters, digits and single separators."""
+    text = _UNSAFE.sub("-", text)
+    text = _SEPARATORS.sub(lambda m: m.group(0) if m.group(0) == "__" else "-", text)
+    return text.strip("._-")
+
+
+def implicit_name(path: str, root: str, *, stem: str | None = None) -> str:
+    """The name of an environment that does not name itself: its folder's path below `root`,
+    parts joined by `-` (`team-a/train/environment` -> `team-a-train-environment`), followed by
+    the spec file's own name when that says something (`conda-yamls/pydata.yml` ->
+    `conda-yamls-pydata`). Characters a registry repository cannot hold become `-`."""
+    relative = path[len(root) + 1 :] if root and path.startswith(root + "/") else path
+    if root and path == root:
+        relative = ""
+    parts = [_component(part) for part in relative.split("/") if part]
+    if stem is not None and stem.lower() not in GENERIC_STEMS:
+        parts.append(_component(stem))
+    name = "-".join(part for part in parts if part)
+    return name or ROOT_NAME
 
 
 def validate_prefix(prefix: str) -> str:

@@ -72,6 +72,11 @@ def plan(
         if env.build is None or env.error is not None or env.repository is None:
             items.append(PlanItem(env, None, None, "refused"))
             continue
+        if env.build.placeholders:  # nobody looked them up: no hash to plan with
+            why = failures.get(env.path) or "not looked up (base resolution is off)"
+            first = env.build.placeholders[0].describe()
+            items.append(PlanItem(env, None, None, "failed", f"{first}: {why}"))
+            continue
         digest = content_hash(env.build)
         image = image_reference(registry, env.repository, digest)
         if env.path in failures:

@@ -138,6 +138,7 @@ def render(
         original = pin(
             files[build.dockerfile_path].data.decode("utf-8", errors="replace"),
             dict(build.base_digests),
+            build.platform,
         )
         head = [original.rstrip("\n"), "", "# --- added by envship ---"]
         dockerfile_path = build.dockerfile_path

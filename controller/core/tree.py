@@ -252,6 +252,16 @@ class TreeView:
             raise SpecError(path, f"file is over the limit of {limit} bytes")
         return data
 
+    def include(self, origin: str, reference: str) -> tuple[str, str]:
+        """(tree path, text) of a file that the file `origin` names by a relative path (a
+        nested requirements file): read like any spec file, never outside the repository."""
+        path = normalize_reference(parent(origin), reference, origin=origin)
+        data = self.read_file(path, origin=origin)
+        try:
+            return path, data.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            raise SpecError(path, f"not UTF-8 text (byte {exc.start})") from None
+
     def exists(self, path: str) -> bool:
         try:
             real = self.resolve(path, origin=path)

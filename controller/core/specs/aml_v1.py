@@ -12,17 +12,48 @@ from __future__ import annotations
 from typing import Any
 
 from controller.core.conda import CondaSpec, parse_conda
-from controller.core.documents import expect_mapping, load_json, load_yaml, optional_str, type_name
+from controller.core.dockerfile import check_dockerfile, read_dockerfile
+from controller.core.documents import (
+    decode_text,
+    expect_mapping,
+    load_json,
+    load_yaml,
+    optional_str,
+    type_name,
+)
 from controller.core.errors import SpecError
-from controller.core.model import BuildSpec, ContextFile, Environment, PythonSetup
+from controller.core.model import BuildSpec, ContextFile, Environment, Kind, PythonSetup
 from controller.core.naming import check_image_reference
 from controller.core.requirements import find_url_credentials
+from controller.core.specs.base import NO_CLAIMS, Claims, Detection, Folder, Found, ReadSettings
 from controller.core.specs.common import environment_variables, platform_of
 from controller.core.tree import TreeView, join
 
 DEFINITION = "azureml_environment.json"
 CONDA_FILE = "conda_dependencies.yml"
 BASE_DOCKERFILE = "BaseDockerfile"
+
+
+class AmlV1:
+    """A folder with `azureml_environment.json`: the folder is one saved environment (its conda
+    file and BaseDockerfile belong to it; nothing else in the folder is parsed). Folders below
+    it are discovered as usual."""
+
+    kind: Kind = "aml-v1"
+
+    def documents(self, names: frozenset[str]) -> tuple[tuple[str, ...], bool]:
+        return (), DEFINITION in names
+
+    def claims(self, path: str, doc: Any) -> Claims:
+        return NO_CLAIMS
+
+    def detect(self, folder: Folder) -> Detection | None:
+        if DEFINITION not in folder.names:
+            return None
+        return Detection([Found(self.kind, folder.path, folder.implicit_name)], final=True)
+
+    def read(self, view: TreeView, found: Found, settings: ReadSettings) -> Environment:
+        return read_aml_v1(view, found.path)
 
 
 def _section(doc: dict[str, Any], key: str, path: str) -> dict[str, Any]:
@@ -108,12 +139,12 @@ def _python(
     conda: CondaSpec | None = None
     inline_conda = python.get("condaDependencies")
     if inline_conda is not None:
-        conda = parse_conda(inline_conda, path)
+        conda = parse_conda(inline_conda, path, view.include)
     conda_path = join(folder, CONDA_FILE)
     if view.has_entry(conda_path):
         data = view.read_file(conda_path, origin=conda_path)
         raw = load_yaml(data, conda_path, max_nodes=view.limits.max_yaml_nodes)
-        conda = parse_conda(raw, conda_path)
+        conda = parse_conda(raw, conda_path, view.include)
         files.append(conda_path)
     user_managed = python.get("userManagedDependencies")
     if user_managed not in (None, True, False):
@@ -171,6 +202,11 @@ def _read_definition(
             base_image = check_image_reference(f"{address.rstrip('/')}/{base_image}", path)
     setup = _python(view, folder, python, path, files)
     platform = _section(docker, "platform", path)
+    target = platform_of(platform.get("os"), platform.get("architecture"), path)
+    if dockerfile is not None:
+        sidecar = join(folder, BASE_DOCKERFILE)
+        origin = sidecar if sidecar in files else path
+        check_dockerfile(read_dockerfile(decode_text(dockerfile, origin), target), origin)
     context = (ContextFile("Dockerfile", dockerfile),) if dockerfile is not None else ()
     build = BuildSpec(
         python=setup,
@@ -178,7 +214,7 @@ def _read_definition(
         dockerfile_path="Dockerfile" if dockerfile is not None else None,
         context=context,
         environment=environment_variables(doc.get("environmentVariables"), path),
-        platform=platform_of(platform.get("os"), platform.get("architecture"), path),
+        platform=target,
         base_registry=address,
         base_registry_identity=identity,
     )

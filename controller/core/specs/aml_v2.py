@@ -8,15 +8,17 @@ The pre-GA shape (`docker.image`, `conda_file: file:...`) is refused with the mo
 
 from __future__ import annotations
 
+import posixpath
 from typing import Any
 
 from controller.core.conda import CondaSpec, is_conda_document, parse_conda
 from controller.core.documents import expect_mapping, load_yaml, optional_str
 from controller.core.errors import SpecError
-from controller.core.model import BuildSpec, Environment, PythonSetup
-from controller.core.naming import check_image_reference
-from controller.core.specs.common import collect_context, platform_of
-from controller.core.tree import TreeView, normalize_reference, parent
+from controller.core.model import BuildSpec, Environment, Kind, PythonSetup
+from controller.core.naming import check_image_reference, implicit_name
+from controller.core.specs.base import Claims, Detection, Folder, Found, ReadSettings
+from controller.core.specs.common import check_build_dockerfile, collect_context, platform_of
+from controller.core.tree import TreeView, join, normalize_reference, parent
 
 SCHEMA_MARK = "environment.schema.json"
 KEYS = frozenset(
@@ -51,6 +53,42 @@ def is_v2_document(value: Any) -> bool:
     if isinstance(schema, str):
         return schema.rstrip("/").endswith(SCHEMA_MARK)
     return "name" in value and any(key in value for key in _SPEC_KEYS)
+
+
+YAML_SUFFIXES = (".yml", ".yaml")
+
+
+class AmlV2:
+    """Every YAML file in a folder that is an Azure ML v2 environment: one environment each.
+
+    Its `conda_file` and `build.path` belong to it (they are not environments of their own);
+    a folder with a v2 environment holds no plain environment besides.
+    """
+
+    kind: Kind = "aml-v2"
+
+    def documents(self, names: frozenset[str]) -> tuple[tuple[str, ...], bool]:
+        return tuple(sorted(n for n in names if n.endswith(YAML_SUFFIXES))), False
+
+    def claims(self, path: str, doc: Any) -> Claims:
+        if not is_v2_document(doc):
+            return Claims()
+        conda, build = referenced_paths(doc, path)
+        return Claims((conda,) if conda else (), ((build, "build"),) if build is not None else ())
+
+    def detect(self, folder: Folder) -> Detection | None:
+        found = []
+        for path, doc in sorted(folder.docs.items()):
+            if is_v2_document(doc):
+                name = doc.get("name")
+                if not isinstance(name, str) or not name.strip():
+                    stem = posixpath.splitext(posixpath.basename(path))[0]
+                    name = implicit_name(parent(path), folder.root, stem=stem)
+                found.append(Found(self.kind, path, name))
+        return Detection(found, final=True) if found else None
+
+    def read(self, view: TreeView, found: Found, settings: ReadSettings) -> Environment:
+        return read_aml_v2(view, found.path, view.parsed_yaml[found.path])
 
 
 def referenced_paths(value: Any, yaml_path: str) -> tuple[str | None, str | None]:
@@ -91,7 +129,7 @@ def _refuse_pre_ga(doc: dict[str, Any], path: str) -> None:
 def _conda(view: TreeView, doc: dict[str, Any], path: str, files: list[str]) -> CondaSpec:
     raw = doc["conda_file"]
     if isinstance(raw, dict):
-        return parse_conda(raw, path)
+        return parse_conda(raw, path, view.include)
     reference = optional_str(raw, path, "conda_file") or ""
     if "://" in reference or reference.startswith("azureml:"):
         raise SpecError(path, f"conda_file {reference!r} is remote; keep the conda file in git")
@@ -99,16 +137,19 @@ def _conda(view: TreeView, doc: dict[str, Any], path: str, files: list[str]) -> 
     if conda_path in view.parsed_yaml:  # read and parsed by discovery already
         view.depend_on(conda_path)
         files.append(conda_path)
-        return parse_conda(view.parsed_yaml[conda_path], conda_path)
+        return parse_conda(view.parsed_yaml[conda_path], conda_path, view.include)
     data = view.read_file(conda_path, origin=path)
     files.append(conda_path)
     return parse_conda(
-        load_yaml(data, conda_path, max_nodes=view.limits.max_yaml_nodes), conda_path
+        load_yaml(data, conda_path, max_nodes=view.limits.max_yaml_nodes),
+        conda_path,
+        view.include,
     )
 
 
-def read_aml_v2(view: TreeView, path: str, doc: Any) -> Environment:
-    """Read the v2 environment YAML at `path`, already parsed into `doc`."""
+def read_aml_v2(view: TreeView, path: str, doc: Any, *, check_from: bool = True) -> Environment:
+    """Read the v2 environment YAML at `path`, already parsed into `doc`. `check_from`: refuse
+    a build whose Dockerfile cannot be built as written (off while templates are unfilled)."""
     doc = expect_mapping(doc, path, "the environment YAML")
     _refuse_pre_ga(doc, path)
     unknown = sorted(set(doc) - KEYS)
@@ -140,6 +181,14 @@ def read_aml_v2(view: TreeView, path: str, doc: Any) -> Environment:
         raise SpecError(
             path, "conda_file goes with 'image'; with 'build', install packages in the Dockerfile"
         )
+    build, context_files = _build(view, doc, path, platform, check_from=check_from)
+    return Environment(name, "aml-v2", path, (*files, *context_files), version, build)
+
+
+def _build(
+    view: TreeView, doc: dict[str, Any], path: str, platform: str, *, check_from: bool
+) -> tuple[BuildSpec, list[str]]:
+    """The build of a `build:` section, and the repository paths of its context."""
     section = expect_mapping(doc["build"], path, "build")
     unknown = sorted(set(section) - BUILD_KEYS)
     if unknown:
@@ -162,14 +211,15 @@ def read_aml_v2(view: TreeView, path: str, doc: Any) -> Environment:
         raise SpecError(path, f"build.path {reference!r} has no {dockerfile_path}")
     if len(dockerfile_file.data) > view.limits.max_spec_file_bytes:
         raise SpecError(
-            f"{folder}/{dockerfile_path}" if folder else dockerfile_path,
+            join(folder, dockerfile_path),
             f"file is over the limit of {view.limits.max_spec_file_bytes} bytes",
         )
-    files.extend(f"{folder}/{f.path}" if folder else f.path for f in context)
     build = BuildSpec(
         python=PythonSetup("user"),
         dockerfile_path=dockerfile_path,
         context=context,
         platform=platform,
     )
-    return Environment(name, "aml-v2", path, tuple(files), version, build)
+    if check_from:
+        check_build_dockerfile(build, folder)
+    return build, [join(folder, f.path) for f in context]

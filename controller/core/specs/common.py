@@ -5,9 +5,10 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from controller.core.documents import expect_mapping, type_name
+from controller.core.dockerfile import check_dockerfile, read_dockerfile
+from controller.core.documents import decode_text, expect_mapping, type_name
 from controller.core.errors import SpecError
-from controller.core.model import ContextFile
+from controller.core.model import BuildSpec, ContextFile
 from controller.core.tree import Entry, TreeView
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
@@ -82,3 +83,17 @@ def collect_context(view: TreeView, folder: str, *, origin: str) -> tuple[Contex
         budget -= len(data)
         files.append(ContextFile(relative, data, entry.executable))
     return tuple(files)
+
+
+def check_build_dockerfile(build: BuildSpec, context_folder: str) -> None:
+    """Refuse a build whose Dockerfile cannot be built as written (no FROM, an ARG without a
+    default in FROM, an image that is no valid reference)."""
+    dockerfile = next((f for f in build.context if f.path == build.dockerfile_path), None)
+    if dockerfile is None or dockerfile.link_target is not None:
+        return
+    origin = join_path(context_folder, dockerfile.path)
+    check_dockerfile(read_dockerfile(decode_text(dockerfile.data, origin), build.platform), origin)
+
+
+def join_path(folder: str, path: str) -> str:
+    return f"{folder}/{path}" if folder else path
