@@ -3,18 +3,28 @@ sync options and webhook secrets, put together without starting or reading anyth
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
+from urllib.parse import urlsplit
 
 from controller.adapters.gitsource import GitSettings, GitSource
+from controller.adapters.packageindex import PackageIndex
 from controller.adapters.registries import RegistryPool, RegistrySettings
 from controller.adapters.secrets import SecretRef, SecretStore
-from controller.config import Config
+from controller.config import Builds, Config
 from controller.controller import Controller, GcPolicy, SyncRunner
 from controller.core.discovery import DiscoveryOptions
 from controller.core.naming import validate_prefix
 from controller.metrics import Metrics
 from controller.sync import SyncOptions, Target
 from controller.web import WebhookSecrets
+
+
+def package_index(builds: Builds, store: SecretStore, ca_file: str | None) -> PackageIndex:
+    """Where `{{latest-pypi-version}}` is looked up, with its host's `indexAuth` credentials."""
+    refs = builds.index_auth.get(urlsplit(builds.package_index).netloc)
+    credentials = partial(refs.refs().read, store) if refs is not None else None
+    return PackageIndex(builds.package_index, credentials=credentials, ca_file=ca_file)
 
 
 def _reader(store: SecretStore, reference: str | None, *, sensitive: bool = True) -> Any:
@@ -80,6 +90,7 @@ def from_config(
         source=source.settings.public_url,
         private_indexes=tuple(builds.private_indexes),
         index_credentials={host: c.refs() for host, c in builds.index_auth.items()},
+        package_index=package_index(builds, store, settings.ca_file),
     )
     runner = SyncRunner(target, lambda: RegistryPool(settings, store), options)
     discovery = DiscoveryOptions(

@@ -7,7 +7,9 @@ import functools
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
+from urllib.parse import urlsplit
 
 import click
 
@@ -184,6 +186,13 @@ def registry_options(required: bool) -> Callable[[Callable[..., Any]], Callable[
                 show_default=True,
                 help="Where {{latest-pypi-version}} is looked up.",
             ),
+            click.option(
+                "--index-auth",
+                multiple=True,
+                metavar="HOST=USER_REF,PASS_REF",
+                help="Credentials of a private package index host (--private-index, "
+                "--package-index), as secret references (repeatable).",
+            ),
         ]
         f = collapse(REGISTRY_OPTIONS, "target", RegistryArgs)(f)
         for option in reversed(options):
@@ -193,7 +202,7 @@ def registry_options(required: bool) -> Callable[[Callable[..., Any]], Callable[
     return decorate
 
 
-BUILD_OPTIONS = ("jobs", "moving_tags", "tag_version", "private_indexes", "index_auth")
+BUILD_OPTIONS = ("jobs", "moving_tags", "tag_version", "private_indexes")
 
 
 @dataclass(frozen=True)
@@ -204,14 +213,12 @@ class BuildArgs:
     moving_tags: tuple[str, ...]
     tag_version: bool
     private_indexes: tuple[str, ...]
-    index_auth: tuple[str, ...]
 
     def options(self, **more: Any) -> SyncOptions:
         options = SyncOptions(
             moving_tags=self.moving_tags,
             tag_version=self.tag_version,
             private_indexes=self.private_indexes,
-            index_credentials=credential_map(self.index_auth, "--index-auth"),
             **more,
         )
         if self.jobs:
@@ -240,12 +247,6 @@ def build_options(f: Callable[..., Any]) -> Callable[..., Any]:
             metavar="URL",
             help="A private package index served to builds as PIP_EXTRA_INDEX_URL (repeatable).",
         ),
-        click.option(
-            "--index-auth",
-            multiple=True,
-            metavar="HOST=USER_REF,PASS_REF",
-            help="Credentials of a private index host, as secret references (repeatable).",
-        ),
     ]
     f = collapse(BUILD_OPTIONS, "build", BuildArgs)(f)
     for option in reversed(options):
@@ -270,7 +271,7 @@ def credential_map(entries: Sequence[str], option: str) -> dict[str, CredentialR
 
 REGISTRY_OPTIONS = (
     "registry", "ca_file", "plain_http", "username", "password", "acr_identity", "base_auth",
-    "secret_ttl", "no_resolve_base", "package_index",
+    "secret_ttl", "no_resolve_base", "package_index", "index_auth",
 )  # fmt: skip
 
 
@@ -288,6 +289,7 @@ class RegistryArgs:
     secret_ttl: float
     no_resolve_base: bool
     package_index: str
+    index_auth: tuple[str, ...]
 
     def target(self, prefix: str) -> Target:
         if self.registry is None:
@@ -326,8 +328,16 @@ class RegistryArgs:
         store = SecretStore(self.secret_ttl, settings.credential_factory, settings.ca_file)
         options = options or SyncOptions()
         options.resolve_bases = not self.no_resolve_base
-        options.package_index = PackageIndex(self.package_index, ca_file=self.ca_file)
+        options.index_credentials = credential_map(self.index_auth, "--index-auth")
+        options.package_index = self.package_index_of(store)
         return Sync(target, RegistryPool(settings, store), options, reporter)
+
+    def package_index_of(self, store: SecretStore) -> PackageIndex:
+        """The package index, with its host's `--index-auth` credentials when given."""
+        host = urlsplit(self.package_index).netloc
+        refs = credential_map(self.index_auth, "--index-auth").get(host)
+        credentials = partial(refs.read, store) if refs is not None else None
+        return PackageIndex(self.package_index, credentials=credentials, ca_file=self.ca_file)
 
     def resolver(self) -> Resolver:
         """What `plan`, `hash` and `render` resolve with when no target is given: the base
@@ -339,7 +349,7 @@ class RegistryArgs:
         return Resolver(
             RegistryPool(settings, store),
             enabled=not self.no_resolve_base,
-            package_index=PackageIndex(self.package_index, ca_file=self.ca_file),
+            package_index=self.package_index_of(store),
         )
 
 

@@ -19,6 +19,7 @@ from controller.cli_options import (
     Discovery,
     RegistryArgs,
     build_options,
+    credential_map,
     discovery_options,
     first_line,
     registry_options,
@@ -64,7 +65,7 @@ def watch_command(
     # the later ones run beside the watcher's threads, so in this process.
     preloaded = [discovery.load(path, where.prefix)]
     options = DiscoveryOptions(
-        root=discovery.root,
+        root=discovery.root or None,
         ignore=discovery.ignore,
         prefix=where.prefix,
         default_base_image=discovery.default_base_image,
@@ -72,7 +73,10 @@ def watch_command(
     settings = target.settings(where)
     store = SecretStore(target.secret_ttl, settings.credential_factory, settings.ca_file)
     sync_options = build.options(
-        resolve_bases=not target.no_resolve_base, source=provenance(path).source
+        resolve_bases=not target.no_resolve_base,
+        source=provenance(path).source,
+        index_credentials=credential_map(target.index_auth, "--index-auth"),
+        package_index=target.package_index_of(store),
     )
     runner = SyncRunner(where, lambda: RegistryPool(settings, store), sync_options)
     reporter = Reporter(None if quiet else lambda line: click.echo(line, err=True))

@@ -27,6 +27,7 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from controller.adapters.packageindex import PYPI
 from controller.adapters.secrets import CredentialRefs, SecretError, SecretRef
 from controller.core.specs.common import DEFAULT_BASE_IMAGE
 
@@ -100,6 +101,11 @@ class Builds(Model):
     tag_version: bool = Field(default=False, alias="tagVersion")
     private_indexes: list[str] = Field(default=[], alias="privateIndexes")
     index_auth: dict[str, Credentials] = Field(default={}, alias="indexAuth")
+    package_index: str = Field(
+        default=PYPI,
+        alias="packageIndex",
+        description="where {{latest-pypi-version}} is looked up (credentials: indexAuth)",
+    )
 
 
 class Intervals(Model):

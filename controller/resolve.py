@@ -32,7 +32,7 @@ from controller.core.templates import LATEST, PRE, fill, newest_version, tag_can
 CHECK_WORKERS = 16
 MAX_TAG_CHECKS = 100
 """Tags compared with `latest` for `{{latest-image-tag}}` before its digest is used instead."""
-OFF = "base resolution is off (--no-resolve-base, or builds.resolveBase: false)"
+OFF = "base resolution is off (--no-resolve-base)"
 
 
 class Unfillable(Exception):
@@ -93,10 +93,12 @@ class Resolver:
         for placeholder in build.placeholders:
             where = _template_path(env, placeholder)
             if not self.enabled:
-                raise SpecError(where, f"{placeholder.describe()} cannot be looked up: {OFF}")
+                raise SpecError(
+                    where, f"{placeholder.describe(here=True)} cannot be looked up: {OFF}"
+                )
             answer = answers[(placeholder.kind, placeholder.subject, placeholder.option)]
             if isinstance(answer, Unfillable):
-                raise SpecError(where, f"{placeholder.describe()}: {answer}")
+                raise SpecError(where, f"{placeholder.describe(here=True)}: {answer}")
             if isinstance(answer, Exception):
                 raise type(answer)(f"{placeholder.describe()}: {answer}")
             values[placeholder] = answer

@@ -130,15 +130,18 @@ def test_one_name_and_version_with_different_content_refuses_exactly_those():
     assert {i.action for i in refused} == {"refused"}
     message = refused[0].error or ""
     assert message.startswith("copy0/env.yml: name 'taxi' is used by 6 environments")
-    assert "copy0/env.yml, copy1/env.yml, copy2/env.yml and 3 more" in message
+    assert "(copy0/env.yml, copy1/env.yml, copy2/env.yml and 3 more)" in message
+    assert "name them apart" in message
     assert len(message) < 300
     assert len({i.env.status_key for i in refused}) == 6  # each its own status entry
 
 
 def test_the_conflict_message_stays_short_for_long_names_and_paths():
-    text = conflict("n" * 200, "v" * 80, ["p/" * 100 + str(i) for i in range(50)])
-    assert len(text) < 300
-    assert "50 environments" in text
+    paths = ["p/" * 60 + str(i) for i in range(50)]
+    for origin in ("", paths[0], "x" * 140):
+        text = conflict("n" * 200, "v" * 80, paths, origin)
+        assert len(origin) + 2 + len(text) < 300
+        assert "50 environments with different content" in text
 
 
 def test_a_refused_spec_never_takes_the_name_of_one_that_builds():

@@ -61,9 +61,11 @@ class Placeholder:
         head, _, _ = self.text.partition("{{")
         return f"{head}{value}"
 
-    def describe(self) -> str:
+    def describe(self, *, here: bool = False) -> str:
+        """What it looks up, and where (`here`: the message names the file already)."""
         what = "{{latest-image-tag}}" if self.kind == "image-tag" else "{{latest-pypi-version}}"
-        return f"{what} for {self.subject} in {self.file or 'the image reference'}"
+        where = "" if here else f" in {self.file or 'the image reference'}"
+        return f"{what} for {self.subject}{where}"
 
 
 @dataclass(frozen=True, slots=True)

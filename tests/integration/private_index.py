@@ -49,7 +49,10 @@ class PrivateIndex:
     username: str = "feed-reader"
     password: str = field(default_factory=new_password)
     port: int = field(default_factory=free_port)
-    wheels: dict[str, tuple[str, bytes]] = field(default_factory=dict)
+    wheels: dict[str, list[tuple[str, bytes]]] = field(default_factory=dict)
+    """Package name -> its files (one wheel per version)."""
+    yanked: set[str] = field(default_factory=set)
+    """File names marked yanked (PEP 592) on the project pages."""
     requests: Counter[str] = field(default_factory=Counter)
     _server: BackgroundServer | None = field(default=None, init=False, repr=False)
 
@@ -61,8 +64,11 @@ class PrivateIndex:
     def url(self) -> str:
         return f"https://{self.host}/simple/"
 
-    def add(self, name: str, version: str, module: str) -> None:
-        self.wheels[name] = make_wheel(name, version, module)
+    def add(self, name: str, version: str, module: str, *, yanked: bool = False) -> None:
+        wheel = make_wheel(name, version, module)
+        self.wheels.setdefault(name, []).append(wheel)
+        if yanked:
+            self.yanked.add(wheel[0])
 
     def _authorized(self, request: web.Request) -> bool:
         expected = base64.b64encode(f"{self.username}:{self.password}".encode()).decode()
@@ -81,18 +87,21 @@ class PrivateIndex:
             name = path.split("/", 1)[1]
             if name not in self.wheels:
                 return web.Response(status=404)
-            filename, data = self.wheels[name]
-            digest = hashlib.sha256(data).hexdigest()
-            # an absolute link, as Azure Artifacts and others write them
-            link = f"https://{self.host}/files/{filename}#sha256={digest}"
+            anchors = []
+            for filename, data in self.wheels[name]:
+                digest = hashlib.sha256(data).hexdigest()
+                # an absolute link, as Azure Artifacts and others write them
+                link = f"https://{self.host}/files/{filename}#sha256={digest}"
+                yanked = ' data-yanked=""' if filename in self.yanked else ""
+                anchors.append(f'<a href="{link}"{yanked}>{filename}</a>')
             return web.Response(
-                text=f'<html><body><a href="{link}">{filename}</a></body></html>',
-                content_type="text/html",
+                text=f"<html><body>{''.join(anchors)}</body></html>", content_type="text/html"
             )
         if path.startswith("files/"):
-            for filename, data in self.wheels.values():
-                if path == f"files/{filename}":
-                    return web.Response(body=data, content_type="application/octet-stream")
+            for files in self.wheels.values():
+                for filename, data in files:
+                    if path == f"files/{filename}":
+                        return web.Response(body=data, content_type="application/octet-stream")
         return web.Response(status=404)
 
     async def _app(self) -> web.Application:

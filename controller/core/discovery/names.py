@@ -27,20 +27,25 @@ from controller.core.model import Environment
 SHOWN_PATHS = 3
 
 
-def conflict(name: str, version: str | None, paths: list[str]) -> str:
-    """The refusal for one name and version with different content (under 300 characters)."""
-    shown = ", ".join(paths[:SHOWN_PATHS])
-    more = f" and {len(paths) - SHOWN_PATHS} more" if len(paths) > SHOWN_PATHS else ""
+MESSAGE_LIMIT = 299
+
+
+def conflict(name: str, version: str | None, paths: list[str], origin: str = "") -> str:
+    """The refusal for one name and version with different content: how many, the first few
+    paths that fit, what to do; with `origin: ` before it, under 300 characters."""
     what = f"name {name[:60]!r}" + (f" version {version[:20]!r}" if version else "")
-    text = (
-        f"{what} is used by {len(paths)} environments with different content ({shown}{more}); "
-        "name them apart (names in envship.yaml) or make them the same"
-    )
-    if len(text) > 299:
-        text = (
-            f"{what} is used by {len(paths)} environments with different content; name them apart"
-        )
-    return text
+    head = f"{what} is used by {len(paths)} environments with different content"
+    tail = "; name them apart (envship.yaml names) or make them the same"
+    budget = MESSAGE_LIMIT - len(origin) - 2 - len(head) - len(tail) - len(" (, and 999 more)")
+    shown: list[str] = []
+    for path in paths[:SHOWN_PATHS]:
+        if len(", ".join([*shown, path])) > budget:
+            break
+        shown.append(path)
+    more = f" and {len(paths) - len(shown)} more" if len(paths) > len(shown) else ""
+    listed = f" ({', '.join(shown)}{more})" if shown else ""
+    text = head + listed + tail
+    return text if len(origin) + 2 + len(text) <= MESSAGE_LIMIT else head
 
 
 def settle(envs: Iterable[Environment]) -> list[Environment]:
@@ -68,9 +73,10 @@ def settle(envs: Iterable[Environment]) -> list[Environment]:
                 for env in same[1:]:
                     del result[id(env)]
             else:
-                message = conflict(same[0].name, version, [e.path for e in same])
+                paths = [e.path for e in same]
                 for env in same:
                     origin = env.files[0] if env.files else env.path
+                    message = conflict(same[0].name, version, paths, origin)
                     result[id(env)] = replace(env, error=SpecError(origin, message))
         survivors = [v for v, same in by_version.items() if any(result.get(id(e)) for e in same)]
         if len(survivors) > 1:

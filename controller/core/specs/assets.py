@@ -9,6 +9,10 @@
 - the context folder: the build context; its template files may look values up when the image
   is built (`{{latest-image-tag}}`, `{{latest-pypi-version}}`).
 
+As the tooling does, the image is built from `environment.yaml`'s context (the spec's own
+`build` is only used to register the release, and is not read); an asset with no context is the
+spec's `image` as it is.
+
 Read as the asset tooling reads them: the name and version come from `asset.yaml` (or, when it
 has none, from the spec); the folder and everything below it (context, tests) belong to the
 asset, so nothing inside is an environment of its own. An `asset.yaml` of another type
@@ -185,7 +189,14 @@ def _spec(
         path,
         "the asset's spec",
     )
-    spec = _local_build(spec, path, posixpath.dirname(asset.path), context_dir)
+    if context_dir:
+        # The tooling builds the image from environment.yaml's context; the spec's own `build`
+        # only matters when the released environment is registered (and may not even render).
+        here = posixpath.dirname(path) or "."
+        local = posixpath.relpath(join(posixpath.dirname(asset.path), context_dir) or ".", here)
+        dockerfile = data["image"]["dockerfile"]["path"]
+        spec = {key: value for key, value in spec.items() if key not in ("build", "image")}
+        spec["build"] = {"path": local, "dockerfile_path": dockerfile}
     if not isinstance(spec.get("name"), str) or "{{" in spec["name"]:
         spec["name"] = asset.name
     if asset.auto or "{{" in str(spec.get("version", "")):
@@ -217,21 +228,6 @@ def _image_section(view: TreeView, config_path: str) -> dict[str, Any]:
     for key in ("context", "publish"):
         image[key] = expect_mapping(image.get(key) or {}, config_path, f"image.{key}")
     return image
-
-
-def _local_build(
-    spec: dict[str, Any], spec_path: str, folder: str, context_dir: str | None
-) -> dict[str, Any]:
-    """A build that points at the asset's own repository (`{{asset.repo.url}}#...`) is the
-    asset's context folder here: envship builds from the repository it reads."""
-    build = spec.get("build")
-    if isinstance(build, dict) and "{{asset.repo." in str(build.get("path", "")):
-        if not context_dir:
-            raise SpecError(spec_path, "build.path names the repository but there is no context")
-        here = posixpath.dirname(spec_path) or "."
-        local = posixpath.relpath(join(folder, context_dir) or ".", here)
-        spec = {**spec, "build": {**build, "path": local}}
-    return spec
 
 
 def _unfilled(spec: dict[str, Any]) -> str | None:
