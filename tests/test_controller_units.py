@@ -470,6 +470,33 @@ def test_an_unexpected_error_does_not_kill_the_worker(rig: Rig):
     assert reconcile(controller)["result"] == "error"  # still serving requests
 
 
+def test_a_v2_spec_that_breaks_keeps_its_place_and_its_claims(rig: Rig):
+    """A typo that breaks a v2 YAML must not turn the folder it builds from into an
+    environment of its own: it stays under its name, Stalled, until it is fixed."""
+    spec = "name: trainer\nbuild:\n  path: ../ctx\n"
+    rig.commit({"envs/v2/train.yml": spec, "envs/ctx/Dockerfile": f"FROM {BASE}\nRUN echo t\n"})
+    controller = rig.started()
+    envs = envs_of(controller)
+    assert envs["trainer"]["phase"] == "Ready"
+    assert "ctx" not in envs
+
+    rig.commit({"envs/v2/train.yml": "name: trainer\nbuild:\n  path: ../ctx\n  - oops\n"})
+    outcome = reconcile(controller)
+    envs = envs_of(controller)
+    assert "ctx" not in envs  # nothing discovered in its place
+    assert envs["trainer"]["phase"] == "Stalled"
+    assert envs["trainer"]["last_error"].startswith("envs/v2/train.yml: invalid YAML at line")
+    assert envs["trainer"]["path"] == "envs/v2/train.yml"
+    assert outcome["result"] == "success"
+    synced = [names for names, _ in rig.runner.calls[1:]]
+    assert all("ctx" not in names for names in synced)
+
+    rig.commit({"envs/v2/train.yml": spec})
+    reconcile(controller)
+    assert envs_of(controller)["trainer"]["phase"] == "Ready"
+    assert "ctx" not in envs_of(controller)
+
+
 # -- life -------------------------------------------------------------------------------------
 
 

@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from controller.adapters.gittree import GitTree
-from controller.core.discovery import DiscoveryCache, DiscoveryOptions, discover
+from controller.core.discovery import DiscoveryCache, DiscoveryOptions, Places, discover
 from controller.core.hashing import content_hash
 from controller.core.model import Environment
 from controller.core.tree import Blob, MemoryTree, SourceTree, parent
@@ -121,6 +121,41 @@ VARIANTS: dict[str, list[bytes | Blob]] = {
     "specs/docker/link": [Blob(link_target="../shared/conda.yml"), Blob(link_target="loop")],
     "specs/docker/loop": [Blob(link_target="link")],
 }
+COUNTED = sorted(VARIANTS)
+"""The paths the counting tests use (the forms added below change what they count)."""
+
+ASSET = b"name: curated\nversion: auto\ntype: environment\nspec: spec.yaml\nextra_config: environment.yaml\n"
+ASSET_ENVIRONMENT = (
+    b"image:\n  name: azureml/curated/x\n  os: linux\n  context:\n    dir: context\n"
+)
+ASSET_SPEC = b'name: "{{asset.name}}"\nversion: "{{asset.version}}"\nbuild:\n  path: "{{image.context.path}}"\n'
+JOB = b"$schema: https://azuremlschemas.azureedge.net/latest/commandJob.schema.json\ncommand: x\n"
+DEPLOYMENT = (
+    b"$schema: https://azuremlschemas.azureedge.net/latest/managedOnlineDeployment.schema.json\n"
+    b"name: {{DEPLOYMENT}}\nendpoint_name: [x\n"
+)
+
+VARIANTS.update(
+    {
+        "specs/nb/train.yml": [CONDA_A, CONDA_B],
+        "specs/nb/score.yml": [CONDA_B, JOB, b"dependencies: [unclosed\n"],
+        "specs/nb/requirements.txt": [b"six==1.16.0\n"],
+        "specs/frag/Dockerfile": [b"RUN echo a fragment\n", b"FROM busybox:1\n", b"FROM Bad:Ref\n"],
+        "specs/frag/conda.yml": [CONDA_A],
+        "specs/frag/sub/requirements.txt": [b"six==1.16.0\n"],
+        "specs/asset/asset.yaml": [ASSET, b"type: component\nname: c\n", b"name: [unclosed\n"],
+        "specs/asset/environment.yaml": [ASSET_ENVIRONMENT],
+        "specs/asset/spec.yaml": [ASSET_SPEC],
+        "specs/asset/context/Dockerfile": [
+            b"FROM busybox:{{latest-image-tag}}\n",
+            b"FROM busybox:1\n",
+        ],
+        "specs/asset/context/conda.yml": [CONDA_A],
+        "specs/deploy/deployment.yml": [DEPLOYMENT, JOB],
+        "specs/deploy/req/requirements.txt": [b"-r ../../pip/requirements.txt\n", b"six\n"],
+        "envship.yaml": [b"names:\n  specs/pip: named-pip\n", b"ignore: [nb/]\n"],
+    }
+)
 PATHS = sorted(VARIANTS)
 
 Revision = dict[str, int]
@@ -141,18 +176,23 @@ def tree_of(revision: Revision) -> IdentifiedTree:
 
 def summary(envs: list[Environment]) -> list[tuple[Any, ...]]:
     """Everything a discovery result says, comparable by value (errors by their text)."""
-    return [
+    rows: list[tuple[Any, ...]] = [
         (
             env.name,
             env.kind,
             env.path,
             env.files,
+            env.also,
+            env.status_key,
+            env.version,
             env.repository,
             str(env.error) if env.error else None,
             content_hash(env.build) if env.build else None,
         )
         for env in envs
     ]
+    notes = getattr(envs, "notes", [])
+    return rows + [("note", note.path, note.text) for note in notes]
 
 
 OPTIONS = DiscoveryOptions(root="specs")
@@ -224,8 +264,23 @@ def test_files_changed_in_place_give_what_a_fresh_discovery_gives(sequence: list
     assert shortcuts <= len(sequence) - 1
 
 
+@pytest.mark.slow
+@settings(max_examples=200, deadline=None)
+@given(revisions)
+def test_broken_documents_keep_their_place_the_same_way_incrementally(
+    sequence: list[Revision],
+) -> None:
+    """With what v2 documents gave when they last parsed (`Places`), a cached discovery gives
+    what a fresh one with the same memory gives."""
+    cache, places, fresh_places = DiscoveryCache(), Places(), Places()
+    for revision in sequence:
+        tree = tree_of(revision)
+        fresh = summary(discover(tree, OPTIONS, places=fresh_places))
+        assert summary(discover(tree, OPTIONS, cache=cache, places=places)) == fresh, revision
+
+
 def test_the_shortcut_rediscovers_only_what_a_change_touches() -> None:
-    base: Revision = {path: 0 for path in PATHS}
+    base: Revision = {path: 0 for path in COUNTED}
     cache = DiscoveryCache()
 
     def step(files: IdentifiedTree) -> list[tuple[Any, ...]]:
@@ -262,7 +317,7 @@ def test_the_shortcut_rediscovers_only_what_a_change_touches() -> None:
 
 
 def test_only_what_changed_is_parsed_and_read_again() -> None:
-    base: Revision = {path: 0 for path in PATHS}
+    base: Revision = {path: 0 for path in COUNTED}
     cache = DiscoveryCache()
     first = discover(tree_of(base), OPTIONS, cache=cache)
     assert cache.read == 9
@@ -287,7 +342,7 @@ def test_only_what_changed_is_parsed_and_read_again() -> None:
 
 
 def test_other_options_empty_the_cache() -> None:
-    tree = tree_of({path: 0 for path in PATHS})
+    tree = tree_of({path: 0 for path in COUNTED})
     cache = DiscoveryCache()
     discover(tree, OPTIONS, cache=cache)
     renamed = DiscoveryOptions(root="specs", prefix="other")
@@ -297,7 +352,7 @@ def test_other_options_empty_the_cache() -> None:
 
 
 def test_a_tree_without_object_ids_is_read_in_full() -> None:
-    files = {path: VARIANTS[path][0] for path in PATHS}
+    files = {path: VARIANTS[path][0] for path in COUNTED}
     cache = DiscoveryCache()
     tree: SourceTree = MemoryTree(files)
     discover(tree, OPTIONS, cache=cache)
@@ -338,7 +393,7 @@ def _commit(repository: pygit2.Repository, revision: Revision) -> str:
 
 def test_over_real_git_trees(tmp_path: Path) -> None:
     repository = pygit2.init_repository(str(tmp_path / "repo.git"), bare=True)
-    base: Revision = {path: 0 for path in PATHS}
+    base: Revision = {path: 0 for path in COUNTED}
     steps = [
         base,
         {**base, "specs/shared/conda.yml": 1},

@@ -125,3 +125,13 @@ def test_the_scripts_install_from_the_locks_only() -> None:
         assert "source scripts/python-env.sh" in text, script
         assert "pip install" not in text, f"scripts/{script} installs without the lock"
     assert "scripts/test" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_each_package_is_locked_at_one_version_for_every_python() -> None:
+    """The image's wheelhouse is made on the host, whose Python may be another 3.11 patch
+    release than the image's: a package locked at two versions by Python version would not
+    install there (pyproject's [tool.uv] fork-strategy keeps one)."""
+    versions: dict[str, set[str]] = {}
+    for package in LOCK["package"]:
+        versions.setdefault(canonicalize_name(package["name"]), set()).add(package["version"])
+    assert {name: v for name, v in versions.items() if len(v) > 1} == {}
