@@ -124,11 +124,17 @@ VARIANTS: dict[str, list[bytes | Blob]] = {
 COUNTED = sorted(VARIANTS)
 """The paths the counting tests use (the forms added below change what they count)."""
 
-ASSET = b"name: curated\nversion: auto\ntype: environment\nspec: spec.yaml\nextra_config: environment.yaml\n"
+ASSET = (
+    b"name: curated\nversion: auto\ntype: environment\nspec: spec.yaml\n"
+    b"extra_config: environment.yaml\n"
+)
 ASSET_ENVIRONMENT = (
     b"image:\n  name: azureml/curated/x\n  os: linux\n  context:\n    dir: context\n"
 )
-ASSET_SPEC = b'name: "{{asset.name}}"\nversion: "{{asset.version}}"\nbuild:\n  path: "{{image.context.path}}"\n'
+ASSET_SPEC = (
+    b'name: "{{asset.name}}"\nversion: "{{asset.version}}"\n'
+    b'build:\n  path: "{{image.context.path}}"\n'
+)
 JOB = b"$schema: https://azuremlschemas.azureedge.net/latest/commandJob.schema.json\ncommand: x\n"
 DEPLOYMENT = (
     b"$schema: https://azuremlschemas.azureedge.net/latest/managedOnlineDeployment.schema.json\n"
