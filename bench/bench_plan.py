@@ -2,7 +2,8 @@
 
 For each size, `generate.py` writes the environments into a temporary folder, then:
 
-- CLI: `envship plan DIR --root specs --output json` as a subprocess, wall time; the first run
+- CLI: `envship plan DIR --root specs --no-resolve-base --output json` as a subprocess, wall
+  time (bases are not pinned: this measures discovery and hashing, not registries); the first run
   (right after generation: files in the page cache, a fresh interpreter) and the median of 3
   more; peak RSS of the process.
 - in-process: `plan(discover(FolderTree(DIR), DiscoveryOptions(root="specs")))`, median of 5,
@@ -100,7 +101,10 @@ def check_plan(items: list[dict[str, object]], count: int, where: str) -> str:
 
 def run_cli(folder: Path, count: int, output: Path) -> tuple[float, float, str]:
     """(wall seconds, peak RSS in MiB, digest) of one `envship plan` run; output checked."""
-    command = [*envship_command(), "plan", str(folder), "--root", ROOT, "--output", "json"]
+    command = [
+        *envship_command(), "plan", str(folder), "--root", ROOT, "--no-resolve-base",
+        "--output", "json",
+    ]  # fmt: skip
     with output.open("wb") as sink:
         start = time.perf_counter()
         process = subprocess.Popen(command, stdout=sink)
@@ -238,7 +242,8 @@ Dockerfile + `requirements.txt` context, 15% plain conda files, 10% plain `requi
 5% plain Dockerfile folders; spread over 25 team folders. Pins are drawn from about 120
 distinct requirement lines, so, as in a real repository, the same pins recur across environments.
 
-- **CLI**: `envship plan DIR --root specs --output json` as a subprocess, wall time, including
+- **CLI**: `envship plan DIR --root specs --no-resolve-base --output json` as a subprocess
+  (bases are not pinned to digests: no registry is asked), wall time, including
   interpreter start-up (about 0.2 s of imports) and writing the JSON. "First run" is the first
   one after the files were generated (page cache warm, interpreter fresh); then the median of
   {CLI_RUNS} runs. The CLI spreads reading and parsing over the CPUs it may run on (forked

@@ -113,7 +113,7 @@ def test_failures_stay_with_their_environment(
     assert "boom" in items["failing-run"]["log_tail"]  # the build output is kept per environment
     assert items["missing-base"]["action"] == "failed"
     assert "base/nothing:1 does not exist" in str(items["missing-base"]["error"])
-    assert items["bad-spec"]["action"] == "failed"
+    assert items["bad-spec"]["action"] == "refused"  # the spec, not the moment, is wrong
     assert "invalid JSON" in str(items["bad-spec"]["error"])
     assert target.tags("t3/failing-run") == []
     assert target.tags("t3/missing-base") == []
