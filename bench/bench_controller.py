@@ -239,7 +239,7 @@ def inner(scratch: Path, host: str, count: int, profile: bool) -> dict[str, Any]
     from controller.adapters.registries import RegistryPool, RegistrySettings  # noqa: PLC0415
     from controller.adapters.secrets import SecretStore  # noqa: PLC0415
     from controller.core.discovery import DiscoveryOptions  # noqa: PLC0415
-    from controller.core.naming import tag_for  # noqa: PLC0415
+    from controller.core.naming import implicit_name, tag_for  # noqa: PLC0415
     from controller.metrics import Metrics  # noqa: PLC0415
     from controller.sync import Sync, SyncOptions, Target  # noqa: PLC0415
     from controller.web import WebhookSecrets, make_app, start_server  # noqa: PLC0415
@@ -397,7 +397,8 @@ def inner(scratch: Path, host: str, count: int, profile: bool) -> dict[str, Any]
         path.write_text(original + f"envship-bench-marker=={marker}\n")
         git(work, "commit", "-q", "-am", f"change {path.parent.name}")
         git(work, "push", "-q", "origin", BRANCH)
-        return path.parent.name, original
+        # a plain pip folder is named after its path below the root
+        return implicit_name(path.parent.relative_to(work).as_posix(), ROOT), original
 
     def restore(path: Path, original: str, name: str) -> None:
         path.write_text(original)

@@ -595,12 +595,15 @@ class Controller:
         """Each environment's `change_key`. An environment the discovery cache handed back as
         the very same object has unchanged inputs, so its key from last time still holds."""
         keys: dict[str, Key] = {}
+        kept: dict[str, tuple[Environment, Key]] = {}
         known = self._keys
         for env in envs:
-            previous = known.get(env.status_key)
-            same = previous is not None and previous[0] is env
-            keys[env.status_key] = previous[1] if previous and same else change_key(tree, env)
-        self._keys = {env.status_key: (env, keys[env.status_key]) for env in envs}
+            name = env.status_key
+            previous = known.get(name)
+            key = previous[1] if previous is not None and previous[0] is env else None
+            keys[name] = key = key if key is not None else change_key(tree, env)
+            kept[name] = (env, key)
+        self._keys = kept
         return keys
 
     def _select(
@@ -617,25 +620,26 @@ class Controller:
         skipped = {"stalled": 0, "waiting": 0, "unchanged": 0}
         unchanged: list[str] = []
         for env in envs:
-            key = keys[env.status_key]
-            current = self.board.peek(env.status_key)
+            name = env.status_key
+            key = keys[name]
+            current = self.board.peek(name)
             if current is None:
-                current = self.board.set(EnvStatus(env.status_key, env.path, env.kind))
+                current = self.board.set(EnvStatus(name, env.path, env.kind))
             elif (current.path, current.kind) != (env.path, env.kind):
-                current = self.board.update(env.status_key, path=env.path, kind=env.kind)
+                current = self.board.update(name, path=env.path, kind=env.kind)
             if env.error is not None:
                 skipped["stalled"] += 1
                 self._stall(env, key, label, context)
                 continue
-            self._stalled.pop(env.status_key, None)
-            retry = self._retries.get(env.status_key)
+            self._stalled.pop(name, None)
+            retry = self._retries.get(name)
             if retry is not None and retry.key == key and retry.at > now:
                 skipped["waiting"] += 1
-                unchanged.append(env.status_key)
+                unchanged.append(name)
                 continue
-            if not full and current.phase is Phase.READY and self._ready.get(env.status_key) == key:
+            if not full and current.phase is Phase.READY and self._ready.get(name) == key:
                 skipped["unchanged"] += 1
-                unchanged.append(env.status_key)
+                unchanged.append(name)
                 continue
             todo.append(env)
         self.board.advance(unchanged, label)

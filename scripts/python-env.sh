@@ -21,7 +21,8 @@ ensure_uv() {
             --require-hashes -r scripts/uv.txt
     fi
     UV="$PWD/$TOOLS_VENV/bin/uv"
-    export UV_PYTHON_DOWNLOADS=never UV_NO_PROGRESS=1
+    # Bytecode compiled at install: imports stay quick even where PYTHONDONTWRITEBYTECODE is set.
+    export UV_PYTHON_DOWNLOADS=never UV_NO_PROGRESS=1 UV_COMPILE_BYTECODE=1
 }
 
 # .venv exactly as uv.lock says: envship (editable) and, with "test", its test tools.

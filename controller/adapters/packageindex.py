@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import requests
-from pypi_simple import NoSuchProjectError, PyPISimple
 
 PYPI = "https://pypi.org/simple/"
 TIMEOUT = 30.0
@@ -33,6 +32,8 @@ class PackageIndex:
     def versions(self, package: str) -> list[str]:
         """Every version the index has files for (yanked ones left out); [] when it has no such
         package."""
+        from pypi_simple import NoSuchProjectError, PyPISimple  # noqa: PLC0415 - 0.5 s to import
+
         session = requests.Session()
         session.trust_env = False
         if self._ca_file:

@@ -134,9 +134,9 @@ class TreeView:
         self._entries = tree.entries()
         self._children: dict[str, list[str]] | None = None
         self._object_id: Callable[[str], str | None] | None = getattr(tree, "object_id", None)
-        self.parsed_yaml: dict[str, Any] = {}
-        """YAML files already parsed without error, by tree path (filled by discovery), so a
-        reader that needs one again (a v2 `conda_file`) does not read and parse it twice."""
+        self.documents: Mapping[str, Any] = {}
+        """What discovery parsed, by tree path (YAML data, or what stands for a file that is no
+        YAML or did not parse): see `parsed_yaml`."""
         self.recording: set[str] | None = None
         """When a set: every path whose object id an answer depended on is added to it (see
         `note`), so a reader's result can be reused while those ids stay the same."""
@@ -197,7 +197,7 @@ class TreeView:
 
     def is_folder(self, path: str) -> bool:
         self.note(path)
-        return path == "" or path in self.children()
+        return path == "" or self._is_folder(path)
 
     def resolve(self, path: str, *, origin: str) -> str:
         """Follow symlinks (in the path's own name and its parents) without leaving the tree."""
@@ -251,6 +251,12 @@ class TreeView:
         if len(data) > limit:
             raise SpecError(path, f"file is over the limit of {limit} bytes")
         return data
+
+    def parsed_yaml(self, path: str) -> Any:
+        """The YAML data discovery already parsed at `path`, so a reader that needs it again (a
+        v2 `conda_file`) does not read and parse it twice; None when there is none."""
+        doc = self.documents.get(path)
+        return doc if isinstance(doc, dict | list | str | int | float | bool) else None
 
     def include(self, origin: str, reference: str) -> tuple[str, str]:
         """(tree path, text) of a file that the file `origin` names by a relative path (a

@@ -44,11 +44,10 @@ from controller.core.discovery.reading import (
 from controller.core.discovery.reading import refused as refused_environment
 from controller.core.discovery.repoconfig import FILE as REPOSITORY_FILE
 from controller.core.discovery.repoconfig import RepositoryConfigError, read_repository_config
-from controller.core.dockerfile import DockerfileFacts
 from controller.core.model import Environment
 from controller.core.naming import validate_prefix
 from controller.core.specs import PLAIN_KINDS
-from controller.core.specs.base import Note, ReadSettings, Unparsed
+from controller.core.specs.base import Note, ReadSettings
 from controller.core.specs.common import DEFAULT_BASE_IMAGE
 from controller.core.tree import SourceTree, TreeView, parent
 
@@ -193,11 +192,7 @@ class _Run:
         layout, changes = self.lay_out()
         if self.places is not None:
             self.places.record(layout)
-        view.parsed_yaml = {
-            path: doc
-            for path, doc in layout.docs.items()
-            if not isinstance(doc, Unparsed | DockerfileFacts)
-        }
+        view.documents = layout.docs
         names = settings.name_of
         found = [with_name(f, names) for f in layout.found()]
         refused = [f for f in found if f.error is not None]

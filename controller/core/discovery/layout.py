@@ -63,13 +63,22 @@ class Places:
     by_path: dict[str, tuple[Found, Claims]] = field(default_factory=dict)
 
     def record(self, layout: Layout) -> None:
-        """Remember what the layout's v2 documents gave; forget documents that are gone."""
+        """Remember what the documents the layout parsed last gave as v2 environments; forget
+        documents that are gone."""
         for path in [p for p in self.by_path if p not in layout.docs]:
             del self.by_path[path]
-        for found in layout.found():
-            doc = layout.docs.get(found.path)
-            if found.kind == "aml-v2" and found.error is None and not isinstance(doc, Unparsed):
-                self.by_path[found.path] = (found, layout.claims.get(found.path, Claims()))
+        for path in layout.stored:
+            doc = layout.docs.get(path)
+            if isinstance(doc, Unparsed):
+                continue  # a broken one keeps what it had
+            found = next(
+                (f for f in layout.decisions.get(parent(path), SKIPPED).found if f.path == path),
+                None,
+            )
+            if found is not None and found.kind == "aml-v2" and found.error is None:
+                self.by_path[path] = (found, layout.claims.get(path, Claims()))
+            else:
+                self.by_path.pop(path, None)
 
 
 @dataclass(slots=True)
@@ -92,6 +101,8 @@ class Layout:
     decisions: dict[str, Decision] = field(default_factory=dict)
     kept: dict[str, Found] = field(default_factory=dict)
     """Broken v2 documents -> what they gave when they last parsed (their place is kept)."""
+    stored: list[str] = field(default_factory=list)
+    """The documents parsed by the last `lay_out` or `update`."""
 
     # -- reading the tree ------------------------------------------------------------------------
 
@@ -155,6 +166,7 @@ class Layout:
         """Keep parsed documents and count their claims; a v2 document that broke keeps the
         place `places` remembers for it."""
         entries = view.entries
+        self.stored = paths
         for path, doc in zip(paths, docs, strict=True):
             self.drop(path)
             self.docs[path] = doc

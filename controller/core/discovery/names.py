@@ -50,57 +50,64 @@ def conflict(name: str, version: str | None, paths: list[str], origin: str = "")
 
 def settle(envs: Iterable[Environment]) -> list[Environment]:
     """The environments with same-name rules applied, sorted by path, each with a unique key."""
-    result: dict[int, Environment] = {}
-    by_repository: dict[str, list[Environment]] = {}
-    for env in envs:
-        result[id(env)] = env
-        if env.ok and env.repository is not None:
-            by_repository.setdefault(env.repository, []).append(env)
-    for members in by_repository.values():
-        if len(members) == 1:
+    envs = list(envs)
+    by_repository: dict[str, list[int]] = {}
+    for place, env in enumerate(envs):
+        if env.error is None and env.build is not None and env.repository is not None:
+            by_repository.setdefault(env.repository, []).append(place)
+    gone: set[int] = set()
+    for places in by_repository.values():
+        if len(places) > 1:
+            _settle_name(envs, places, gone)
+    kept = [env for place, env in enumerate(envs) if place not in gone] if gone else envs
+    return unique_keys(sorted(kept, key=lambda e: (e.path, e.name)))
+
+
+def _settle_name(envs: list[Environment], places: list[int], gone: set[int]) -> None:
+    """One name used several times: merge, refuse or tell versions apart, in `envs`."""
+    by_version: dict[str | None, list[int]] = {}
+    for place in places:
+        by_version.setdefault(envs[place].version, []).append(place)
+    for version, same in by_version.items():
+        if len(same) == 1:
             continue
-        by_version: dict[str | None, list[Environment]] = {}
-        for env in members:
-            by_version.setdefault(env.version, []).append(env)
-        for version, same in by_version.items():
-            if len(same) == 1:
-                continue
-            same.sort(key=lambda e: e.path)
-            hashes = {content_hash(env.build) for env in same if env.build is not None}
-            if len(hashes) == 1:
-                first = same[0]
-                result[id(first)] = replace(first, also=tuple(e.path for e in same[1:]))
-                for env in same[1:]:
-                    del result[id(env)]
-            else:
-                paths = [e.path for e in same]
-                for env in same:
-                    origin = env.files[0] if env.files else env.path
-                    message = conflict(same[0].name, version, paths, origin)
-                    result[id(env)] = replace(env, error=SpecError(origin, message))
-        survivors = [v for v, same in by_version.items() if any(result.get(id(e)) for e in same)]
-        if len(survivors) > 1:
-            for env in members:
-                current = result.get(id(env))
-                if current is not None and current.version is not None:
-                    result[id(env)] = replace(current, key=f"{current.name}:{current.version}")
-    return unique_keys(sorted(result.values(), key=lambda e: (e.path, e.name)))
+        same.sort(key=lambda place: envs[place].path)
+        hashes = {content_hash(b) for p in same if (b := envs[p].build) is not None}
+        if len(hashes) == 1:
+            first = envs[same[0]]
+            envs[same[0]] = replace(first, also=tuple(envs[p].path for p in same[1:]))
+            gone.update(same[1:])
+            continue
+        paths = [envs[p].path for p in same]
+        name = envs[same[0]].name
+        for place in same:
+            env = envs[place]
+            origin = env.files[0] if env.files else env.path
+            message = conflict(name, version, paths, origin)
+            envs[place] = replace(env, error=SpecError(origin, message))
+    survivors = [v for v, same in by_version.items() if any(envs[p].error is None for p in same)]
+    if len(survivors) > 1:
+        for place in places:
+            env = envs[place]
+            if place not in gone and env.error is None and env.version is not None:
+                envs[place] = replace(env, key=f"{env.name}:{env.version}")
 
 
 def unique_keys(envs: list[Environment]) -> list[Environment]:
     """Environments that can be built keep their key; a refused one whose key is taken, or any
     two left with one key, are told apart by their paths."""
-    taken: dict[str, int] = {}
-    for env in envs:
-        if env.ok:
-            taken[env.status_key] = taken.get(env.status_key, 0) + 1
-    out = []
+    keys = [env.key or env.name for env in envs]
+    good: dict[str, int] = {}
+    for env, key in zip(envs, keys, strict=True):
+        if env.error is None and env.build is not None:
+            good[key] = good.get(key, 0) + 1
     seen: set[str] = set()
-    for env in envs:
-        key = env.status_key
-        clash = key in seen or (not env.ok and key in taken) or taken.get(key, 0) > 1
-        if clash:
+    out = []
+    for env, key in zip(envs, keys, strict=True):
+        ok = env.error is None and env.build is not None
+        if key in seen or good.get(key, 0) > (1 if ok else 0):
             env = replace(env, key=f"{env.name}@{env.path or '.'}")
-        seen.add(env.status_key)
+            key = env.key or key
+        seen.add(key)
         out.append(env)
     return out

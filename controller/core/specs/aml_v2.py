@@ -88,7 +88,7 @@ class AmlV2:
         return Detection(found, final=True) if found else None
 
     def read(self, view: TreeView, found: Found, settings: ReadSettings) -> Environment:
-        return read_aml_v2(view, found.path, view.parsed_yaml[found.path])
+        return read_aml_v2(view, found.path, view.parsed_yaml(found.path))
 
 
 def referenced_paths(value: Any, yaml_path: str) -> tuple[str | None, str | None]:
@@ -134,10 +134,11 @@ def _conda(view: TreeView, doc: dict[str, Any], path: str, files: list[str]) -> 
     if "://" in reference or reference.startswith("azureml:"):
         raise SpecError(path, f"conda_file {reference!r} is remote; keep the conda file in git")
     conda_path = normalize_reference(parent(path), reference, origin=path)
-    if conda_path in view.parsed_yaml:  # read and parsed by discovery already
+    parsed = view.parsed_yaml(conda_path)
+    if parsed is not None:  # read and parsed by discovery already
         view.depend_on(conda_path)
         files.append(conda_path)
-        return parse_conda(view.parsed_yaml[conda_path], conda_path, view.include)
+        return parse_conda(parsed, conda_path, view.include)
     data = view.read_file(conda_path, origin=path)
     files.append(conda_path)
     return parse_conda(

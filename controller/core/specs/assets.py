@@ -157,7 +157,7 @@ class _Asset:
     @classmethod
     def of(cls, view: TreeView, folder: str) -> _Asset:
         path = join(folder, ASSET)
-        asset = expect_mapping(view.parsed_yaml.get(path), path, "asset.yaml")
+        asset = expect_mapping(view.parsed_yaml(path), path, "asset.yaml")
         view.depend_on(path)
         name = optional_str(asset.get("name"), path, "name")
         version = optional_str(asset.get("version"), path, "version")

@@ -134,6 +134,6 @@ class Form(Protocol):
         ...
 
     def read(self, view: TreeView, found: Found, settings: ReadSettings) -> Environment:
-        """The environment `found`, read through `view` (whose `parsed_yaml` holds the documents
-        discovery parsed). Raises `SpecError` for a spec that cannot be built."""
+        """The environment `found`, read through `view` (`view.parsed_yaml(path)` gives the
+        documents discovery parsed). Raises `SpecError` for a spec that cannot be built."""
         ...

@@ -39,7 +39,7 @@ class PlainConda:
 
     def read(self, view: TreeView, found: Found, settings: ReadSettings) -> Environment:
         path = found.path
-        doc = view.parsed_yaml.get(path)
+        doc = view.parsed_yaml(path)
         if doc is None:
             raise SpecError(path, "the conda file could not be read")
         view.depend_on(path)
