@@ -497,6 +497,20 @@ def test_a_v2_spec_that_breaks_keeps_its_place_and_its_claims(rig: Rig):
     assert "ctx" not in envs_of(controller)
 
 
+def test_the_repositorys_envship_yaml_names_environments_and_a_bad_one_is_said(rig: Rig):
+    rig.commit({"envship.yaml": "names:\n  envs/a: alpha\n"})
+    controller = rig.started()
+    envs = envs_of(controller)
+    assert envs["alpha"]["path"] == "envs/a"
+    assert "a" not in envs
+
+    rig.commit({"envship.yaml": "names:\n  envs/a: 'not a name!'\n"})
+    outcome = reconcile(controller)
+    assert outcome["result"] == "stale"
+    assert outcome["error"].startswith("specs: envship.yaml: names.envs/a: name 'not a name!'")
+    assert controller.status()["stale"]
+
+
 # -- life -------------------------------------------------------------------------------------
 
 

@@ -79,6 +79,59 @@ def test_sync_builds_once_then_nothing_then_exactly_what_changed(
     }
 
 
+def test_hash_render_and_plan_give_the_hash_sync_builds(
+    envship: Envship, public_bases: Registry, tmp_path: Path
+):
+    base = f"{public_bases.host}/base/busybox:1"
+    specs = busybox_specs(tmp_path / "specs", base)
+    synced = envship.sync(specs, "t-hash")
+    assert synced.result.returncode == 0, synced.result.stderr
+    planned = envship("plan", str(specs), "-o", "json")  # no registry: bases still pinned
+    assert planned.returncode == 0, planned.stderr
+    by_name = {item["name"]: item for item in json.loads(planned.stdout)}
+    for name, item in synced.items.items():
+        assert by_name[name]["hash"] == item["hash"], name
+        hashed = envship("hash", name, "--path", str(specs))
+        assert hashed.returncode == 0, hashed.stderr
+        assert hashed.stdout.strip() == item["hash"]
+        assert "not pinned" not in hashed.stderr
+    rendered = envship("render", "one", "--path", str(specs))
+    assert f"FROM {base}@sha256:" in rendered.stdout
+
+    # unpinned, a hash is not sync's: said, and marked
+    offline = envship("hash", "one", "--path", str(specs), "--no-resolve-base")
+    assert offline.stdout.strip() != synced.items["one"]["hash"]
+    table = envship("plan", str(specs), "--no-resolve-base")
+    assert table.returncode == 0
+    unreachable = write(tmp_path / "gone", {"x/Dockerfile": "FROM 127.0.0.1:9/nothing:1\n"})
+    gone = envship("hash", "x", "--path", str(unreachable))
+    assert gone.returncode == 0
+    assert "note: base image 127.0.0.1:9/nothing:1 could not be resolved" in gone.stderr
+    assert "a sync that can pin it gives another hash" in gone.stderr
+    marked = envship("plan", str(unreachable))
+    assert "* 1 hashed with base images not pinned to digests" in marked.stdout
+
+
+def test_refused_and_failed_are_counted_apart(
+    envship: Envship, public_bases: Registry, tmp_path: Path
+):
+    specs = write(
+        tmp_path / "specs",
+        {
+            "ok/Dockerfile": f"FROM {public_bases.host}/base/busybox:1\n",
+            "refused/Dockerfile": "RUN echo no base\n",
+            "failed/Dockerfile": "FROM 127.0.0.1:9/unreachable:1\n",
+        },
+    )
+    run = envship.sync(specs, "t-counts", "-o", "table")
+    assert run.result.returncode == 1
+    out = run.result.stdout
+    assert "\n1 refused:\n  refused: refused/Dockerfile: has no FROM instruction" in out
+    assert (
+        "\n1 failed:\n  failed: base image 127.0.0.1:9/unreachable:1 could not be resolved" in out
+    )
+
+
 def test_environment_variables_reach_the_image_literally(
     envship: Envship, public_bases: Registry, engine: docker.DockerClient, tmp_path: Path
 ):
