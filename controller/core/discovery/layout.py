@@ -30,8 +30,7 @@ from typing import Any
 
 import pathspec
 
-from controller.core.naming import implicit_name
-from controller.core.specs import FORMS
+from controller.core.specs import CLAIMING, FORMS
 from controller.core.specs.base import ClaimKind, Claims, Folder, Found, Note, Unparsed
 from controller.core.tree import TreeView, parent, within
 
@@ -182,7 +181,9 @@ class Layout:
 
     @staticmethod
     def _claims(path: str, doc: Any) -> Claims:
-        for form in FORMS:
+        if not isinstance(doc, dict):
+            return Claims()
+        for form in CLAIMING:
             found = form.claims(path, doc)
             if found:
                 return found
@@ -238,7 +239,6 @@ class Layout:
             claimed_files=self.claimed_files,
             built=built,
             found=found,
-            implicit_name=implicit_name(folder, self.root),
             root=self.root,
             kept=self.kept,
         )

@@ -37,5 +37,7 @@ FORMS: tuple[Form, ...] = (
     PlainPip(),
 )
 BY_KIND: dict[Kind, Form] = {form.kind: form for form in FORMS}
+CLAIMING: tuple[Form, ...] = tuple(form for form in FORMS if isinstance(form, Assets | AmlV2))
+"""The forms whose documents claim paths elsewhere (the others' `claims` give nothing)."""
 PLAIN_KINDS: frozenset[Kind] = frozenset({"dockerfile", "conda", "pip"})
 """Forms whose environments do not name themselves (their names come from their paths)."""

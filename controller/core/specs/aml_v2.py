@@ -222,5 +222,5 @@ def _build(
         platform=platform,
     )
     if check_from:
-        check_build_dockerfile(build, folder)
+        check_build_dockerfile(build, folder, view.documents)
     return build, [join(folder, f.path) for f in context]

@@ -21,6 +21,7 @@ from typing import Any, Literal, Protocol
 
 from controller.core.errors import SpecError
 from controller.core.model import Environment, Kind
+from controller.core.naming import implicit_name
 from controller.core.tree import TreeView
 
 ClaimKind = Literal["context", "build"]
@@ -91,11 +92,14 @@ class Folder:
     """Inside a `build` claim: plain forms find nothing here."""
     found: list[Found] = field(default_factory=list)
     """What the forms before this one found in the folder."""
-    implicit_name: str = ""
-    """The name of an environment that is the folder itself (see `naming.implicit_name`)."""
     root: str = ""
     kept: Mapping[str, Found] = field(default_factory=dict)
     """Documents that broke -> what they gave when they last parsed: they keep their place."""
+
+    @property
+    def implicit_name(self) -> str:
+        """The name of an environment that is the folder itself (`naming.implicit_name`)."""
+        return implicit_name(self.path, self.root)
 
 
 @dataclass(slots=True)

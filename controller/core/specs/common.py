@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any
 
-from controller.core.dockerfile import check_dockerfile, read_dockerfile
+from controller.core.dockerfile import DockerfileFacts, check_dockerfile, read_dockerfile
 from controller.core.documents import decode_text, expect_mapping, type_name
 from controller.core.errors import SpecError
 from controller.core.model import BuildSpec, ContextFile
 from controller.core.tree import Entry, TreeView
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
+DEFAULT_PLATFORM = "linux/amd64"
+"""What discovery reads Dockerfiles for (BuildKit's platform ARGs)."""
 DEFAULT_BASE_IMAGE = "mcr.microsoft.com/azureml/openmpi4.1.0-ubuntu22.04:20251130.v1"
 """The base image azureml-core gives a new `Environment`; used by the plain pip and conda forms."""
 
@@ -85,14 +88,20 @@ def collect_context(view: TreeView, folder: str, *, origin: str) -> tuple[Contex
     return tuple(files)
 
 
-def check_build_dockerfile(build: BuildSpec, context_folder: str) -> None:
+def check_build_dockerfile(
+    build: BuildSpec, context_folder: str, documents: Mapping[str, Any] | None = None
+) -> None:
     """Refuse a build whose Dockerfile cannot be built as written (no FROM, an ARG without a
-    default in FROM, an image that is no valid reference)."""
+    default in FROM, an image that is no valid reference). `documents`: what discovery parsed,
+    whose reading of the Dockerfile is used when it has one for this platform."""
     dockerfile = next((f for f in build.context if f.path == build.dockerfile_path), None)
     if dockerfile is None or dockerfile.link_target is not None:
         return
     origin = join_path(context_folder, dockerfile.path)
-    check_dockerfile(read_dockerfile(decode_text(dockerfile.data, origin), build.platform), origin)
+    facts = (documents or {}).get(origin)
+    if not isinstance(facts, DockerfileFacts) or build.platform != DEFAULT_PLATFORM:
+        facts = read_dockerfile(decode_text(dockerfile.data, origin), build.platform)
+    check_dockerfile(facts, origin)
 
 
 def join_path(folder: str, path: str) -> str:

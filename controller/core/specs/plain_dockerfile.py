@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from controller.core.dockerfile import DockerfileFacts, check_dockerfile, read_dockerfile
+from controller.core.dockerfile import DockerfileFacts, read_dockerfile
 from controller.core.documents import decode_text
 from controller.core.errors import SpecError
 from controller.core.model import BuildSpec, Environment, Kind, PythonSetup
 from controller.core.specs.base import NO_CLAIMS, Claims, Detection, Folder, Found, ReadSettings
-from controller.core.specs.common import collect_context
+from controller.core.specs.common import check_build_dockerfile, collect_context
 from controller.core.tree import TreeView, join
 
 DOCKERFILE = "Dockerfile"
@@ -50,9 +50,9 @@ class PlainDockerfile:
             raise SpecError(
                 path, f"file is over the limit of {view.limits.max_spec_file_bytes} bytes"
             )
-        check_dockerfile(dockerfile_facts(dockerfile.data, path), path)
         files = tuple(join(folder, f.path) for f in context)
         build = BuildSpec(python=PythonSetup("user"), dockerfile_path=DOCKERFILE, context=context)
+        check_build_dockerfile(build, folder, view.documents)
         return Environment(found.name, self.kind, folder, files, None, build)
 
 
