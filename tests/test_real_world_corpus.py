@@ -278,7 +278,7 @@ class Repository:
 
 EXPECTED_REPOSITORIES = {
     "azureml-assets": Repository(9, {"look-up offline": 65, "one name, other content": 2}, 6),
-    "azureml-examples": Repository(154, {"one name, other content": 4, "missing file": 1}, 556),
+    "azureml-examples": Repository(154, {"one name, other content": 4, "missing file": 1}, 557),
     "machinelearningnotebooks": Repository(31, {"remote file": 3}, 0),
     "mlops-project-template": Repository(11, {"one name, other content": 2}, 47),
 }

@@ -65,16 +65,23 @@ class FolderTree:
         return self._entries
 
     def _scan(self) -> dict[str, Entry]:
+        """Every file and symlink below the root. Folders are opened one component at a time
+        from the root (as `read` does), so no path is ever too long for the kernel and no link
+        is followed."""
         found: dict[str, Entry] = {}
-        stack: list[tuple[str, str]] = [(os.fspath(self.root), "")]
+        stack = [""]
         while stack:
-            directory, prefix = stack.pop()
+            folder = stack.pop()
+            prefix = f"{folder}/" if folder else ""
             try:
-                iterator = os.scandir(directory)
+                with self._lock:
+                    fd = os.dup(self._folder(folder))
             except OSError:
                 continue
-            with iterator:
-                for item in iterator:
+            try:
+                with os.scandir(fd) as iterator:
+                    items = list(iterator)
+                for item in items:
                     relative = f"{prefix}{item.name}"
                     try:
                         info = item.stat(follow_symlinks=False)
@@ -82,14 +89,21 @@ class FolderTree:
                         continue
                     if stat.S_ISDIR(info.st_mode):
                         if item.name not in SKIPPED_FOLDERS:
-                            stack.append((item.path, relative + "/"))
+                            stack.append(relative)
                     elif stat.S_ISLNK(info.st_mode):
-                        target = os.readlink(item.path)
+                        try:
+                            target = os.readlink(item.name, dir_fd=fd)
+                        except OSError:
+                            continue
                         found[relative] = Entry(relative, "symlink", len(target), False, target)
                     elif stat.S_ISREG(info.st_mode):
                         found[relative] = Entry(
                             relative, "file", info.st_size, is_executable_mode(info.st_mode)
                         )
+            except OSError:
+                continue
+            finally:
+                os.close(fd)
         return found
 
     def _folder(self, folder: str) -> int:

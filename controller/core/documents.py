@@ -17,9 +17,63 @@ import yaml
 from controller.core.errors import SpecError
 
 try:  # libyaml is ten times faster; the pure-Python loader has the same semantics
-    _Loader: type[yaml.SafeLoader] = yaml.CSafeLoader  # type: ignore[assignment]
+    _Base: type[yaml.SafeLoader] = yaml.CSafeLoader  # type: ignore[assignment]
 except AttributeError:  # pragma: no cover - depends on how PyYAML was built
-    _Loader = yaml.SafeLoader
+    _Base = yaml.SafeLoader
+
+_MERGE = "tag:yaml.org,2002:merge"
+
+
+class DuplicateKey(Exception):
+    def __init__(self, key: str, line: int) -> None:
+        self.key, self.line = key, line
+
+
+class _Loader(_Base):  # type: ignore[valid-type, misc]
+    """The safe loader, refusing a key given twice in one mapping (the last would win, and a
+    check of the first, such as for a password, would be fooled)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        merges = any(key.tag == _MERGE for key, _ in node.value)
+        mapping: dict[Any, Any] = super().construct_mapping(node, deep)
+        if not merges and len(mapping) != len(node.value):
+            seen: set[Any] = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node)
+                if key in seen:
+                    raise DuplicateKey(str(key)[:80], key_node.start_mark.line + 1)
+                seen.add(key)
+        return mapping
+
+
+MAX_INT_BITS = 14_000
+"""About 4,200 decimal digits: Python refuses to print longer integers, so none is read."""
+
+
+class NumberTooLong(Exception):
+    pass
+
+
+def _int_of_yaml(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> int:
+    value: int = yaml.SafeLoader.construct_yaml_int(loader, node)
+    if value.bit_length() > MAX_INT_BITS:
+        raise NumberTooLong
+    return value
+
+
+_Loader.add_constructor("tag:yaml.org,2002:int", _int_of_yaml)
+TOO_LONG = "a number is too long (over 4,000 digits)"
+
+
+def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    mapping = dict(pairs)
+    if len(mapping) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise DuplicateKey(key[:80], 0)
+            seen.add(key)
+    return mapping
 
 
 def decode_text(data: bytes, path: str) -> str:
@@ -71,8 +125,8 @@ def check_yaml_depth(text: str, path: str) -> None:
     """
     if text.count("[") + text.count("{") + text.count("-") + text.count(":") < _NESTING_MARKS:
         return
-    loaders: list[type[yaml.SafeLoader]] = [_Loader]
-    if _Loader is not yaml.SafeLoader:
+    loaders: list[type[yaml.SafeLoader]] = [_Base]
+    if _Base is not yaml.SafeLoader:
         loaders.append(yaml.SafeLoader)
     for loader in loaders:
         depth = 0
@@ -102,6 +156,10 @@ def load_yaml(data: bytes, path: str, *, max_nodes: int) -> Any:
     check_yaml_depth(text, path)
     try:
         value = yaml.load(text, Loader=_Loader)  # noqa: S506 - a safe loader
+    except DuplicateKey as exc:
+        raise SpecError(path, f"invalid YAML at line {exc.line}: {_twice(exc.key)}") from None
+    except NumberTooLong:
+        raise SpecError(path, f"invalid YAML: {TOO_LONG}") from None
     except yaml.constructor.ConstructorError as exc:
         raise SpecError(path, f"invalid YAML{_where(exc)}: {NO_OBJECTS}") from None
     except yaml.MarkedYAMLError as exc:
@@ -110,11 +168,17 @@ def load_yaml(data: bytes, path: str, *, max_nodes: int) -> Any:
         raise SpecError(path, f"invalid YAML: {type(exc).__name__}") from None
     except RecursionError:
         raise SpecError(path, TOO_DEEP) from None
-    except (ValueError, OverflowError) as exc:  # impossible dates, integers past 4300 digits
-        raise SpecError(path, f"invalid YAML value: {str(exc)[:120]}") from None
+    except (ValueError, OverflowError):  # impossible dates, integers past 4300 digits
+        raise SpecError(
+            path, f"invalid YAML value: {TOO_LONG}, or a date that does not exist"
+        ) from None
     if "*" in text:  # only aliases expand a document beyond what its size bounds
         count_nodes(value, max_nodes, path)
     return value
+
+
+def _twice(key: str) -> str:
+    return f"the key {key!r} is given twice in one mapping; keep one (the last would win, unseen)"
 
 
 def _where(exc: yaml.MarkedYAMLError) -> str:
@@ -126,15 +190,17 @@ def load_json(data: bytes, path: str, *, max_nodes: int) -> Any:
     """One JSON document as plain data."""
     text = decode_text(data, path)
     try:
-        value = json.loads(text)
+        value = json.loads(text, object_pairs_hook=_unique_pairs)
+    except DuplicateKey as exc:
+        raise SpecError(path, f"invalid JSON: {_twice(exc.key)}") from None
     except json.JSONDecodeError as exc:
         raise SpecError(
             path, f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
         ) from None
     except RecursionError:
         raise SpecError(path, "invalid JSON: nesting is too deep") from None
-    except (ValueError, OverflowError) as exc:  # integers past 4300 digits
-        raise SpecError(path, f"invalid JSON value: {str(exc)[:120]}") from None
+    except (ValueError, OverflowError):  # integers past 4300 digits
+        raise SpecError(path, f"invalid JSON value: {TOO_LONG}") from None
     if _SURROGATE_ESCAPE.search(text):
         try:
             json.dumps(value, ensure_ascii=False).encode("utf-8")

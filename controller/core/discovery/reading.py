@@ -1,5 +1,5 @@
-"""Reading what the layout found: each environment through its form, reused while its inputs
-stay the same.
+"""Reading what the layout found: each environment through its form, then the one credential
+check (`controller.core.credentials`); reused while its inputs stay the same.
 
 Readers record every path their result depended on (`TreeView.note`): their own files, shared
 files they reference, each symlink on the way, and, for a file looked for and not found, the
@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import replace
 
+from controller.core import credentials
 from controller.core.discovery.options import JobRunner
 from controller.core.errors import SpecError
 from controller.core.model import Environment
@@ -65,7 +66,8 @@ class Reader:
     def read(self, found: Found) -> tuple[Environment, bool]:
         """The environment, and False when reading failed in a way nobody foresaw."""
         try:
-            return BY_KIND[found.kind].read(self.view, found, self.settings), True
+            env = BY_KIND[found.kind].read(self.view, found, self.settings)
+            return credentials.check(env), True
         except SpecError as exc:
             return refused(found, exc), True
         except Exception as exc:
