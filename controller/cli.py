@@ -25,8 +25,10 @@ from controller.cli_options import (
     discovery_options,
     print_errors,
     registry_options,
+    say,
     short,
     table,
+    visible,
 )
 from controller.cli_watch import watch_command
 from controller.core.discovery import Discovered
@@ -67,7 +69,7 @@ def print_plan(items: list[PlanItem], unpinned: dict[str, str]) -> None:
     for item in items:
         env = item.env
         mark = "*" if env.path in unpinned and item.hash else ""
-        grid.add_row(
+        grid.row(
             env.status_key,
             env.kind,
             shown_path(env),
@@ -75,7 +77,7 @@ def print_plan(items: list[PlanItem], unpinned: dict[str, str]) -> None:
             item.action,
             item.image or "-",
         )
-    out.print(grid)
+    out.print(grid.table)
     for action in ("refused", "failed"):
         shown = [(i.env.status_key, i.error) for i in items if i.action == action]
         print_errors(out, shown, action)
@@ -92,7 +94,7 @@ def print_unpinned(out: Any, unpinned: dict[str, str]) -> None:
         markup=False,
     )
     for path, why in sorted(unpinned.items())[:5]:
-        out.print(redact(f"  {path or '.'}: {why}"), markup=False)
+        out.print(visible(f"  {path or '.'}: {why}"), markup=False, highlight=False)
     if len(unpinned) > 5:
         out.print(f"  and {len(unpinned) - 5} more", markup=False)
 
@@ -100,7 +102,7 @@ def print_unpinned(out: Any, unpinned: dict[str, str]) -> None:
 def print_notes(found: Discovered) -> None:
     """The files discovery skipped, on stderr (JSON on stdout stays a list)."""
     for note in found.notes:
-        click.echo(redact(f"skipped {note.path}: {note.text}"), err=True)
+        say(f"skipped {note.path}: {note.text}", err=True)
 
 
 def notes_line(found: Discovered) -> None:
@@ -200,7 +202,7 @@ def sync_command(
     options = build.options(
         dry_run=dry_run, source=source or origin.source, revision=revision or origin.revision
     )
-    reporter = Reporter(None if quiet else lambda line: click.echo(line, err=True))
+    reporter = Reporter(None if quiet else lambda line: say(line, err=True))
     sync = target.sync(where, options, reporter)
     try:
         results = sync.run(found)
@@ -213,7 +215,7 @@ def sync_command(
         grid = table(("NAME", "HASH", "ACTION", "DIGEST", "SECONDS", "IMAGE"))
         for result in results:
             item = result.item
-            grid.add_row(
+            grid.row(
                 item.env.status_key,
                 short(item.hash),
                 result.outcome,
@@ -221,7 +223,7 @@ def sync_command(
                 f"{result.seconds:.1f}",
                 item.image or "-",
             )
-        out.print(grid)
+        out.print(grid.table)
         for outcome in ("refused", "failed"):
             shown = [(r.item.env.status_key, r.error) for r in results if r.outcome == outcome]
             print_errors(out, shown, outcome)
@@ -246,7 +248,7 @@ def select(envs: list[Environment], wanted: str) -> Environment:
         raise click.UsageError(f"{wanted!r} matches several environments ({paths}); give the path")
     env = matches[0]
     if env.error is not None or env.build is None:
-        click.echo(f"refused: {env.error}", err=True)
+        say(f"refused: {env.error}", err=True)
         sys.exit(1)
     return env
 
@@ -264,17 +266,15 @@ def resolved(env: str, path: str, discovery: Discovery, target: RegistryArgs) ->
     resolution = target.resolver().resolve([chosen])
     one = resolution.envs[0]
     if one.error is not None:
-        click.echo(redact(f"refused: {one.error}"), err=True)
+        say(f"refused: {one.error}", err=True)
         sys.exit(1)
     if chosen.path in resolution.failures:
-        click.echo(redact(f"failed: {resolution.failures[chosen.path]}"), err=True)
+        say(f"failed: {resolution.failures[chosen.path]}", err=True)
         sys.exit(1)
     if chosen.path in resolution.unpinned:
-        click.echo(
-            redact(
-                f"note: {resolution.unpinned[chosen.path]}; hashed with the base as tagged, "
-                "so a sync that can pin it gives another hash"
-            ),
+        say(
+            f"note: {resolution.unpinned[chosen.path]}; hashed with the base as tagged, "
+            "so a sync that can pin it gives another hash",
             err=True,
         )
     return build_of(one)
@@ -316,27 +316,27 @@ def explain_command(env: str, path: str, discovery: Discovery, target: RegistryA
         raise click.ClickException(item.error or "cannot be planned")
     repository = item.env.repository or ""
     if item.action == "up-to-date":
-        click.echo(f"{found.name} is up to date: {item.image} is in the registry ({item.digest}).")
+        say(f"{found.name} is up to date: {item.image} is in the registry ({item.digest}).")
         return
     if item.action == "copy":
-        click.echo(f"{found.name}: the same build exists in {item.source}; it would be copied.")
+        say(f"{found.name}: the same build exists in {item.source}; it would be copied.")
     try:
         previous = newest_image(sync, repository)
     except RegistryError as exc:
         raise click.ClickException(str(exc)) from None
     if previous is None:
-        click.echo(f"{found.name} has no image in {where.host}/{repository} yet: first build.")
+        say(f"{found.name} has no image in {where.host}/{repository} yet: first build.")
         return
     tag, labels = previous
     try:
         old = json.loads(labels[LABEL_INPUTS])
     except (KeyError, ValueError):
-        click.echo(f"{found.name}: {repository}:{tag} has no envship inputs label to compare with.")
+        say(f"{found.name}: {repository}:{tag} has no envship inputs label to compare with.")
         return
     changes = differences(old, hash_input(item.env.build))
-    click.echo(f"{found.name} would be rebuilt: compared with {repository}:{tag},")
+    say(f"{found.name} would be rebuilt: compared with {repository}:{tag},")
     for change in changes or ["(no difference in the inputs: the hash scheme changed)"]:
-        click.echo(f"  {change}")
+        say(f"  {change}")
 
 
 def newest_image(sync: Sync, repository: str) -> tuple[str, dict[str, str]] | None:
@@ -387,7 +387,7 @@ def gc_command(
         raise click.ClickException(
             f"{len(refused)} environment(s) refused ({refused[0].error}); fix them before gc"
         )
-    reporter = Reporter(lambda line: click.echo(line, err=True))
+    reporter = Reporter(lambda line: say(line, err=True))
     sync = target.sync(where, reporter=reporter)
     try:
         found = sync.garbage(envs, grace)
@@ -404,9 +404,9 @@ def gc_command(
         verb = "would delete" if dry_run else "deleted"
         click.echo(f"{len(found)} tag(s) {verb}:")
         for row in rows:
-            click.echo(f"  {row['repository']}:{row['tag']}  {short(str(row['digest']))}")
+            say(f"  {row['repository']}:{row['tag']}  {short(str(row['digest']))}")
     for error in errors:
-        click.echo(f"failed: {error}", err=True)
+        say(f"failed: {error}", err=True)
     if errors:
         sys.exit(1)
 

@@ -4,6 +4,7 @@ to a command as one object, and the helpers that print tables and short referenc
 from __future__ import annotations
 
 import functools
+import re
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -43,20 +44,46 @@ def console() -> Any:
     return Console(width=None if sys.stdout.isatty() else 240, highlight=False)
 
 
-def table(columns: Sequence[str]) -> Any:
-    from rich.table import Table  # noqa: PLC0415
+_INVISIBLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069\u2028\u2029]")
+"""Control characters, and the ones that reorder text: what could forge terminal output."""
 
-    grid = Table(box=None, pad_edge=False)
-    for column in columns:
-        # Long names and paths are cut in the table (JSON keeps them whole) so no column vanishes.
-        narrow = column in ("NAME", "PATH")
-        grid.add_column(
-            column,
-            no_wrap=True,
-            overflow="ellipsis" if narrow else "fold",
-            max_width=60 if narrow else None,
-        )
-    return grid
+
+def visible(text: str) -> str:
+    """`text` with every control character shown as an escape (`\\x1b`), never sent raw to a
+    terminal; a secret registered with the redactor is masked first."""
+    return _INVISIBLE.sub(lambda m: m.group(0).encode("unicode_escape").decode(), redact(text))
+
+
+def say(text: str, *, err: bool = False) -> None:
+    """Print a line for people: redacted, control characters escaped."""
+    click.echo(visible(text), err=err)
+
+
+class Grid:
+    """A table whose cells are plain text (names and paths never act as markup)."""
+
+    def __init__(self, columns: Sequence[str], widths: dict[str, int] | None = None) -> None:
+        from rich.table import Table  # noqa: PLC0415
+
+        self.table = Table(box=None, pad_edge=False)
+        for column in columns:
+            # Long names and paths are cut (JSON keeps them whole) so no column vanishes.
+            limit = (widths or {}).get(column, 60 if column in ("NAME", "PATH") else None)
+            self.table.add_column(
+                column,
+                no_wrap=True,
+                overflow="ellipsis" if limit else "fold",
+                max_width=limit,
+            )
+
+    def row(self, *cells: str) -> None:
+        from rich.text import Text  # noqa: PLC0415
+
+        self.table.add_row(*(Text(visible(cell)) for cell in cells))
+
+
+def table(columns: Sequence[str], widths: dict[str, int] | None = None) -> Grid:
+    return Grid(columns, widths)
 
 
 @dataclass(frozen=True)
@@ -365,6 +392,16 @@ def short_revision(revision: str | None) -> str:
     return f"{head}{sep}{sha[:SHORT_HASH]}" if sep else revision
 
 
+def short_image(image: str | None, digest: str | None) -> str:
+    """`registry/prefix/name:<32 hex>` -> `name:<12 hex>`, and `@<12 hex>` of its digest: the
+    status table's column (`/status` keeps them whole)."""
+    if not image:
+        return "-"
+    name, _, tag = image.rpartition("/")[2].partition(":")
+    shown = f"{name}:{tag[:SHORT_HASH]}" if tag else name
+    return f"{shown}@{short(digest)}" if digest else shown
+
+
 def short_reference(image: str | None, digest: str | None) -> str:
     if not image:
         return "-"
@@ -381,6 +418,6 @@ def first_line(text: str | None, width: int = 100) -> str:
 def print_errors(out: Any, errors: Sequence[tuple[str, str | None]], label: str) -> None:
     failed = [(name, error) for name, error in errors if error]
     if failed:
-        out.print(f"\n{len(failed)} {label}:")
+        out.print(f"\n{len(failed)} {label}:", markup=False)
         for name, error in failed:
-            out.print(redact(f"  {name}: {error}"), markup=False)
+            out.print(visible(f"  {name}: {error}"), markup=False, highlight=False)

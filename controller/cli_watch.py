@@ -11,7 +11,6 @@ import click
 
 from controller.adapters.folder import FolderTree
 from controller.adapters.gitinfo import provenance
-from controller.adapters.redact import redact
 from controller.adapters.registries import RegistryPool
 from controller.adapters.secrets import SecretStore
 from controller.cli_options import (
@@ -23,6 +22,7 @@ from controller.cli_options import (
     discovery_options,
     first_line,
     registry_options,
+    say,
     short_reference,
 )
 from controller.core.discovery import DiscoveryOptions, discover
@@ -79,16 +79,16 @@ def watch_command(
         package_index=target.package_index_of(store),
     )
     runner = SyncRunner(where, lambda: RegistryPool(settings, store), sync_options)
-    reporter = Reporter(None if quiet else lambda line: click.echo(line, err=True))
+    reporter = Reporter(None if quiet else lambda line: say(line, err=True))
 
     def one_round(this: Round) -> None:
         started = time.monotonic()
         if this.changes:
             more = len(this.changes) - 3
             shown = ", ".join(this.changes[:3]) + (f" and {more} more" if more > 0 else "")
-            click.echo(f"sync {this.number}: changed {shown}")
+            say(f"sync {this.number}: changed {shown}")
         else:
-            click.echo(f"sync {this.number}: {path}")
+            say(f"sync {this.number}: {path}")
         try:
             envs = preloaded.pop() if preloaded else discover(FolderTree(path), options)
             # fresh registry clients each time, as `envship sync` would have
@@ -96,10 +96,10 @@ def watch_command(
                 envs, revision=provenance(path).revision or "", fresh=True, reporter=reporter
             )
         except Exception as exc:  # a development loop outlives a bad moment
-            click.echo(redact(f"sync {this.number} failed: {type(exc).__name__}: {exc}"))
+            say(f"sync {this.number} failed: {type(exc).__name__}: {exc}")
             return
         print_watch_round(this.number, results, time.monotonic() - started)
-        click.echo(f"watching {path} (Ctrl-C to stop)")
+        say(f"watching {path} (Ctrl-C to stop)")
 
     watcher = Watcher(path, one_round, debounce=debounce)
 
@@ -121,9 +121,9 @@ def print_watch_round(number: int, results: Sequence[Result], seconds: float) ->
         item = result.item
         if result.outcome in ("built", "copied"):
             image = short_reference(item.image, result.digest)
-            click.echo(f"  {result.outcome} {item.env.name}: {image}")
+            say(f"  {result.outcome} {item.env.status_key}: {image}")
         elif result.outcome == "failed":
-            click.echo(redact(f"  failed {item.env.name}: {first_line(result.error, 200)}"))
+            say(f"  failed {item.env.status_key}: {first_line(result.error, 200)}")
 
 
 def until_signal(start: Callable[[], Any], stop: Callable[[], Any]) -> None:

@@ -64,3 +64,24 @@ def test_version():
     result = envship("--version")
     assert result.returncode == 0
     assert "envship" in result.stdout
+
+
+def test_names_paths_and_messages_never_act_on_the_terminal(tmp_path: Path):
+    """Rich markup and control characters in names and paths reach the screen as text."""
+    for name in ("[/oops]", "[link=https://evil.example]click[/link]", "ok\u202eevil"):
+        folder = tmp_path / f"v2-{abs(hash(name))}"
+        folder.mkdir()
+        (folder / "env.yml").write_text(json.dumps({"name": name, "image": "busybox:1"}))
+    sneaky = tmp_path / "\x1b[2Jforged row\x1b[0m"
+    sneaky.mkdir()
+    (sneaky / "requirements.txt").write_text("numpy\n")
+    result = envship("plan", str(tmp_path), "--no-resolve-base")
+    assert "Traceback" not in result.stderr, result.stderr
+    assert result.returncode == 1  # the three explicit names cannot be repositories
+    shown = result.stdout + result.stderr
+    assert "\x1b" not in shown
+    assert "\u202e" not in shown
+    assert "\\x1b[2Jforged row" in shown
+    assert "[/oops]" in shown
+    assert "[link=https://evil.example]click[/link]" in shown
+    assert "\\u202e" in shown

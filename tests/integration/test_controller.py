@@ -272,7 +272,9 @@ def test_run_reconciles_from_git_on_signed_webhooks_and_stops_on_sigterm(
     row = next(line for line in shown.stdout.splitlines() if line.startswith("two "))
     assert "Ready" in row
     assert f"main@sha1:{second[:12]}" in row
-    assert f"{two['image']}@sha256:{two['digest'].removeprefix('sha256:')[:12]}" in row
+    tag = repository_and_tag(two["image"])[1]
+    assert f"two:{tag[:12]}@{two['digest'].removeprefix('sha256:')[:12]}" in row
+    assert len(row) <= 120
 
     # SIGTERM: not ready any more, then a clean exit well within the grace period
     started = time.monotonic()
