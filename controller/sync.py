@@ -29,6 +29,8 @@ from controller.adapters.redact import redact
 from controller.adapters.registries import RegistryPool
 from controller.adapters.registry import RegistryError
 from controller.adapters.secrets import CredentialRefs, SecretError
+from controller.core.credentials import url_credential
+from controller.core.errors import SpecError
 from controller.core.gc import HASH_TAG, TagInfo, garbage
 from controller.core.hashing import content_hash
 from controller.core.model import Environment, base_references
@@ -54,10 +56,17 @@ class Target:
 
     @classmethod
     def parse(cls, reference: str, default_prefix: str) -> Target:
+        """`host[:port][/prefix]`; a URL, and anything holding credentials, is refused without
+        being repeated."""
         text = reference.strip().rstrip("/")
-        if "://" in text:
-            raise ValueError(f"registry {reference!r}: give host[:port][/prefix], not a URL")
         host, _, prefix = text.partition("/")
+        if "@" in host or url_credential(text) is not None:
+            raise ValueError(
+                "the registry reference holds user-info or a token; give host[:port][/prefix] "
+                "and the credentials as secret references"
+            )
+        if "://" in text:
+            raise ValueError("give the registry as host[:port][/prefix], not a URL")
         if not host:
             raise ValueError(f"registry {reference!r} has no host")
         return cls(host, prefix or default_prefix)
@@ -246,6 +255,19 @@ class Sync:
         return Result(item, "build" if item.action == "build" else "copy")
 
     def _build(self, item: PlanItem) -> Result:
+        """`_build_one`, and whatever it raises stays with this environment: a spec problem
+        found this late refuses it, anything unforeseen fails it (reported, retried)."""
+        try:
+            return self._build_one(item)
+        except SpecError as exc:
+            return Result(item, "refused", error=redact(str(exc)))
+        except Exception as exc:
+            self.reporter.line(item.env.status_key, f"failed: internal error {type(exc).__name__}")
+            return Result(
+                item, "failed", error=f"internal error ({type(exc).__name__}); please report this"
+            )
+
+    def _build_one(self, item: PlanItem) -> Result:
         env, build = item.env, item.env.build
         if build is None or not item.hash or not env.repository:
             return Result(item, "failed", error="internal: a build without its spec")
@@ -325,6 +347,14 @@ class Sync:
             builder.pull(wanted, auth, emit)
 
     def _copy(self, item: PlanItem) -> Result:
+        try:
+            return self._copy_one(item)
+        except Exception as exc:
+            return Result(
+                item, "failed", error=f"internal error ({type(exc).__name__}); please report this"
+            )
+
+    def _copy_one(self, item: PlanItem) -> Result:
         env = item.env
         if not item.hash or not item.source or not env.repository:
             return Result(item, "failed", error="internal: a copy without its source")
@@ -342,28 +372,35 @@ class Sync:
     def _move_tags(self, results: list[Result]) -> None:
         """Point moving tags at images that are known good; never at a failed build."""
         for result in results:
-            env = result.item.env
-            if result.outcome not in ("built", "copied", "up-to-date") or not env.repository:
+            try:
+                self._move_tags_of(result)
+            except Exception as exc:
+                result.outcome = "failed"
+                result.error = f"internal error moving tags ({type(exc).__name__}); please report"
+
+    def _move_tags_of(self, result: Result) -> None:
+        env = result.item.env
+        if result.outcome not in ("built", "copied", "up-to-date") or not env.repository:
+            return
+        tags = list(self.options.moving_tags)
+        if self.options.tag_version and env.version:
+            tags.append(env.version)
+        for tag in tags:
+            if not TAG.fullmatch(tag):
+                self.reporter.line(env.status_key, f"not tagged {tag!r}: not a valid tag")
                 continue
-            tags = list(self.options.moving_tags)
-            if self.options.tag_version and env.version:
-                tags.append(env.version)
-            for tag in tags:
-                if not TAG.fullmatch(tag):
-                    self.reporter.line(env.status_key, f"not tagged {tag!r}: not a valid tag")
+            try:
+                current = self.registry.digest(env.repository, tag, refresh=True)
+                if current == result.digest:
                     continue
-                try:
-                    current = self.registry.digest(env.repository, tag, refresh=True)
-                    if current == result.digest:
-                        continue
-                    info = self.registry.image(env.repository, tag_for(result.item.hash or ""))
-                    if info is None:
-                        raise RegistryError(f"{env.repository} lost its image before tagging")
-                    self.registry.put_manifest(env.repository, tag, info)
-                    self.reporter.line(env.status_key, f"tagged {tag}")
-                except FAILURES as exc:
-                    result.outcome = "failed"
-                    result.error = redact(f"image pushed, but moving tag {tag!r} failed: {exc}")
+                info = self.registry.image(env.repository, tag_for(result.item.hash or ""))
+                if info is None:
+                    raise RegistryError(f"{env.repository} lost its image before tagging")
+                self.registry.put_manifest(env.repository, tag, info)
+                self.reporter.line(env.status_key, f"tagged {tag}")
+            except FAILURES as exc:
+                result.outcome = "failed"
+                result.error = redact(f"image pushed, but moving tag {tag!r} failed: {exc}")
 
     # -- garbage collection -----------------------------------------------------------------
 

@@ -722,7 +722,7 @@ def test_unreachable_and_silent_servers_fail_quickly(upstream: Upstream, tmp_pat
 
 def test_secrets_never_appear_in_settings_errors(tmp_path: Path) -> None:
     token = canary("git")
-    with pytest.raises(ValueError, match="holds a password") as caught:
+    with pytest.raises(ValueError, match="holds a user name and password") as caught:
         GitSettings(f"https://user:{token}@example.org/r.git", "main", tmp_path)
     assert token not in str(caught.value)
     refs = CredentialRefs(SecretRef.parse("env:U"), SecretRef.parse("env:P"))

@@ -42,6 +42,7 @@ from pygit2.enums import CredentialType, FetchPrune
 from controller.adapters.gittree import GitTree, Listings, NotATree
 from controller.adapters.redact import redact
 from controller.adapters.secrets import CredentialRefs, SecretRef, SecretStore
+from controller.core.credentials import url_credential
 
 REMOTE = "origin"
 LOCK_NAMES = ("HEAD.lock", "config.lock", "packed-refs.lock", "shallow.lock", "FETCH_HEAD.lock")
@@ -128,12 +129,13 @@ class GitSettings:
     def __post_init__(self) -> None:
         if not self.url.strip():
             raise ValueError("the git URL is empty")
+        held = url_credential(self.url, user_allowed=True)
+        if held is not None:
+            raise ValueError(
+                f"the git URL holds {held}; give it as credentials (a secret reference)"
+            )
         if "://" in self.url:
             parts = urlsplit(self.url)
-            if parts.password is not None:
-                raise ValueError(
-                    "the git URL holds a password; give it as credentials (a secret reference)"
-                )
             if (
                 parts.scheme.lower() == "http"
                 and self.credentials is not None
