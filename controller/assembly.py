@@ -9,8 +9,9 @@ from urllib.parse import urlsplit
 
 from controller.adapters.gitsource import GitSettings, GitSource
 from controller.adapters.packageindex import PackageIndex
+from controller.adapters.redact import redact
 from controller.adapters.registries import RegistryPool, RegistrySettings
-from controller.adapters.secrets import SecretRef, SecretStore
+from controller.adapters.secrets import SecretError, SecretRef, SecretStore
 from controller.config import Builds, Config
 from controller.controller import Controller, GcPolicy, SyncRunner
 from controller.core.discovery import DiscoveryOptions
@@ -109,8 +110,48 @@ def from_config(
         resync_interval=intervals.resync,
         jitter=intervals.jitter,
         gc=GcPolicy(config.gc.grace_period, config.gc.dry_run) if config.gc.enabled else None,
+        secret_check=partial(unreadable_secrets, config, store),
     )
     return controller, store
 
 
-__all__ = ["from_config", "registry_settings", "webhook_secrets"]
+def secret_references(config: Config) -> list[str]:
+    """Every secret reference the configuration names, each once, in the order given."""
+    found: list[str] = []
+
+    def pair(credentials: Any) -> None:
+        if credentials is not None:
+            found.extend((credentials.username, credentials.password))
+
+    pair(config.git.credentials)
+    if config.git.ssh_key:
+        found.append(config.git.ssh_key)
+    pair(config.registry.credentials)
+    for credentials in config.registry.base_auth.values():
+        pair(credentials)
+    for credentials in config.builds.index_auth.values():
+        pair(credentials)
+    hooks = config.webhooks
+    found.extend(r for r in (hooks.github, hooks.gitlab, hooks.generic, hooks.trigger) if r)
+    pair(hooks.azure_devops)
+    return list(dict.fromkeys(found))
+
+
+def unreadable_secrets(config: Config, store: SecretStore) -> dict[str, str]:
+    """Reference -> why it cannot be read (never a value), for every reference that cannot."""
+    problems: dict[str, str] = {}
+    for text in secret_references(config):
+        try:
+            store.get(SecretRef.parse(text))
+        except SecretError as exc:
+            problems[text] = redact(str(exc))
+    return problems
+
+
+__all__ = [
+    "from_config",
+    "registry_settings",
+    "secret_references",
+    "unreadable_secrets",
+    "webhook_secrets",
+]

@@ -240,8 +240,12 @@ class Controller:
         now: Callable[[], datetime] | None = None,
         spread: Callable[[], float] = random.random,
         gc: GcPolicy | None = None,
+        secret_check: Callable[[], dict[str, str]] | None = None,
     ) -> None:
         self.gc = gc
+        self._secret_check = secret_check
+        self._secret_problems: dict[str, str] = {}
+        """Secret reference -> why it cannot be read (checked at start and every reconcile)."""
         self.parsed = DiscoveryCache()
         """Parsed specs by git object id: a new revision reads only what changed."""
         self.places = Places()
@@ -314,12 +318,41 @@ class Controller:
 
     def status(self) -> dict[str, Any]:
         snapshot = self.board.snapshot()
+        snapshot["secrets"] = [
+            {"reference": ref, "error": why} for ref, why in sorted(self._secret_problems.items())
+        ]
         if self.election is not None:
             snapshot["leader_election"] = self.election.describe()
         return snapshot
 
     def ready(self) -> bool:
         return self._reconciled_once and self.leading()
+
+    def not_ready_reason(self) -> str | None:
+        """Why this replica cannot do its job though it reconciled: a secret reference that
+        cannot be read (named, with why; never a value). None when it can."""
+        problems = self._secret_problems
+        if not problems:
+            return None
+        ref, why = next(iter(sorted(problems.items())))
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        return f"secret {ref} cannot be read: {why.removeprefix(ref + ': ')}{more}"
+
+    def check_secrets(self) -> None:
+        """Try every secret reference; say each that cannot be read, once, and when it can."""
+        if self._secret_check is None:
+            return
+        try:
+            problems = self._secret_check()
+        except Exception as exc:  # the check must never stop the controller
+            log.warning("secret references could not be checked: %s", type(exc).__name__)
+            return
+        for ref, why in problems.items():
+            if self._secret_problems.get(ref) != why:
+                log.warning("secret reference cannot be read: %s", why, extra={"secret": ref})
+        for ref in self._secret_problems.keys() - problems.keys():
+            log.info("secret reference can be read again", extra={"secret": ref})
+        self._secret_problems = problems
 
     def leading(self) -> bool:
         """True without leader election; with it, while this replica holds the lease."""
@@ -487,6 +520,7 @@ class Controller:
         return outcome
 
     def _reconcile(self, context: dict[str, Any], full: bool) -> dict[str, Any]:
+        self.check_secrets()
         fetches = getattr(self.source, "fetches", None)
         try:
             revision = self.source.fetch()

@@ -4,7 +4,7 @@ Pure data and a little logic, no I/O. The controller writes a `StatusBoard` as i
 `GET /status` and `envship status` read `StatusBoard.snapshot()`, a JSON-able dict:
 
     {"revision": "main@sha1:<sha>", "last_reconcile": "<UTC ISO time>" | null,
-     "ready": bool, "stale": bool, "stale_reason": str | null,
+     "in_sync": bool, "stale": bool, "stale_reason": str | null,
      "phases": {"Ready": n, "Building": n, "Failed": n, "Stalled": n, "Pending": n},
      "environments": [EnvStatus.to_dict(), ...]}   (sorted by name)
 
@@ -217,7 +217,7 @@ class StatusBoard:
         phases = dict.fromkeys((str(p) for p in Phase), 0)
         for env in envs:
             phases[str(env.phase)] += 1
-        ready = (
+        in_sync = (
             last_reconcile is not None
             and not stale
             and all(e.phase is Phase.READY and not e.stale for e in envs)
@@ -225,7 +225,7 @@ class StatusBoard:
         return {
             "revision": _text(revision),
             "last_reconcile": last_reconcile,
-            "ready": ready,
+            "in_sync": in_sync,
             "stale": stale,
             "stale_reason": _text(stale_reason),
             "phases": phases,

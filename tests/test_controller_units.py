@@ -385,7 +385,7 @@ def test_a_git_outage_keeps_the_last_status_marked_stale(rig: Rig):
     status = controller.status()
     assert status["stale"]
     assert status["stale_reason"].startswith("git: ")
-    assert not status["ready"]
+    assert not status["in_sync"]
     assert {n: e["phase"] for n, e in envs_of(controller).items()} == {
         n: e["phase"] for n, e in before.items()
     }
@@ -512,6 +512,59 @@ def test_the_repositorys_envship_yaml_names_environments_and_a_bad_one_is_said(r
 
 
 # -- life -------------------------------------------------------------------------------------
+
+
+def test_a_secret_reference_that_cannot_be_read_is_named_on_status_and_readiness(
+    rig: Rig, tmp_path: Path, caplog: pytest.LogCaptureFixture
+):
+    from functools import partial  # noqa: PLC0415
+
+    from aiohttp.test_utils import TestClient, TestServer  # noqa: PLC0415
+
+    from controller.assembly import unreadable_secrets  # noqa: PLC0415
+    from controller.config import load  # noqa: PLC0415
+    from controller.web import WebhookSecrets, make_app  # noqa: PLC0415
+
+    caplog.set_level(logging.INFO, "envship")
+    hook = tmp_path / "hook-secret"
+    config_file = tmp_path / "config.yaml"
+    config_file.write_text(
+        "git: {url: https://example.org/specs.git}\n"
+        "registry: {url: registry.test/team}\n"
+        f"webhooks: {{github: 'file:{hook}', trigger: env:ENVSHIP_TEST_NO_SUCH_VARIABLE}}\n"
+    )
+    config = load(config_file)
+    controller = rig.started(secret_check=partial(unreadable_secrets, config, SecretStore(ttl=0)))
+    assert controller.ready()  # reconciled: ready as far as reconciling goes, but
+    reason = controller.not_ready_reason()
+    assert reason is not None
+    assert reason.startswith("secret env:ENVSHIP_TEST_NO_SUCH_VARIABLE cannot be read: ")
+    assert reason.endswith("(and 1 more)")
+    listed = {s["reference"]: s["error"] for s in controller.status()["secrets"]}
+    assert set(listed) == {f"file:{hook}", "env:ENVSHIP_TEST_NO_SUCH_VARIABLE"}
+    assert all(listed.values())
+
+    async def probe() -> tuple[int, Any, Any]:
+        app = make_app(controller, secrets=WebhookSecrets(), metrics=Metrics())
+        async with TestClient(TestServer(app)) as client:
+            readyz = await client.get("/readyz")
+            status = await (await client.get("/status")).json()
+            return readyz.status, await readyz.json(), status
+
+    import asyncio  # noqa: PLC0415
+
+    code, body, status = asyncio.run(probe())
+    assert (code, body["reason"]) == (503, reason)
+    assert (status["ready"], status["ready_reason"]) == (False, reason)
+
+    hook.write_text("now-readable-webhook-secret\n")
+    rig.commit({"envs/a/requirements.txt": "numpy==2.0.0\n"})
+    reconcile(controller)
+    listed = {s["reference"] for s in controller.status()["secrets"]}
+    assert listed == {"env:ENVSHIP_TEST_NO_SUCH_VARIABLE"}
+    assert "can be read again" in caplog.text
+    assert "now-readable-webhook-secret" not in caplog.text
+    assert "now-readable-webhook-secret" not in json.dumps(controller.status())
 
 
 def test_stop_lets_a_running_reconcile_finish_within_the_grace_period(rig: Rig):
@@ -667,9 +720,10 @@ def test_status_prints_a_table(monkeypatch: pytest.MonkeyPatch):
     lines = result.output.splitlines()
     assert lines[0].startswith("revision main@sha1:0123456789ab,")
     header = next(line for line in lines if line.startswith("NAME"))
-    assert header.split() == ["NAME", "PHASE", "REVISION", "IMAGE@DIGEST", "LAST", "ERROR"]
+    assert header.split() == ["NAME", "PHASE", "REVISION", "IMAGE", "LAST", "ERROR"]
     train = next(line for line in lines if line.startswith("train"))
-    assert f"reg.test/team/train:{'a' * 32}@sha256:bbbbbbbbbbbb" in train
+    assert f"train:{'a' * 12}@bbbbbbbbbbbb" in train  # the image, short; /status has it whole
+    assert all(len(line) <= 120 for line in lines), max(lines, key=len)
     assert "main@sha1:0123456789ab " in train
     broken = next(line for line in lines if line.startswith("broken"))
     assert "Stalled" in broken
