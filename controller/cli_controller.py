@@ -13,7 +13,14 @@ from typing import Any
 import click
 
 from controller.adapters.redact import redact
-from controller.cli_options import console, first_line, short_reference, short_revision, table
+from controller.cli_options import (
+    console,
+    first_line,
+    short_image,
+    short_revision,
+    table,
+    visible,
+)
 
 
 @click.command("run")
@@ -66,10 +73,18 @@ def run_command(config_path: str, log_level: str) -> None:
         secrets=webhook_secrets(config, store),
         metrics=metrics,
         max_body=config.http.max_body,
+        limits=http_limits(config.http),
     )
     try:
         finished = asyncio.run(
-            serve(controller, app, config.http.port, config.intervals.grace, elector)
+            serve(
+                controller,
+                app,
+                config.http.address,
+                config.http.port,
+                config.intervals.grace,
+                elector,
+            )
         )
     except OSError as exc:
         logging.getLogger("envship").error(
@@ -142,7 +157,21 @@ def lease_lost() -> None:
     os._exit(EXIT_LEASE_LOST)
 
 
-async def serve(controller: Any, app: Any, port: int, grace: float, elector: Any = None) -> bool:
+def http_limits(section: Any) -> Any:
+    from controller.webserver import Limits  # noqa: PLC0415
+
+    return Limits(
+        header_timeout=section.header_timeout,
+        body_timeout=section.body_timeout,
+        idle_timeout=section.idle_timeout,
+        max_connections=section.max_connections,
+        body_memory=section.body_memory,
+    )
+
+
+async def serve(
+    controller: Any, app: Any, address: str, port: int, grace: float, elector: Any = None
+) -> bool:
     """Serve `app` until SIGTERM or SIGINT, then stop `controller` (readiness turns 503 at
     once, triggers stop, a running reconcile gets `grace` seconds). True when it finished.
 
@@ -156,8 +185,8 @@ async def serve(controller: Any, app: Any, port: int, grace: float, elector: Any
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    runner = await start_server(app, host="0.0.0.0", port=port)  # noqa: S104 - webhooks come from outside
-    log.info("serving HTTP on port %d", port)
+    runner = await start_server(app, host=address, port=port)
+    log.info("serving HTTP on %s port %d", address or "every address", port)
     if elector is None:
         controller.start()
     else:
@@ -172,12 +201,23 @@ async def serve(controller: Any, app: Any, port: int, grace: float, elector: Any
     return finished
 
 
+def problem_of(error: str | None) -> str | None:
+    """An error without the file it starts with (`file: problem`): the table has no room for
+    both, and the environment's row says where it is (`/status` keeps the whole message)."""
+    if not error:
+        return error
+    head, sep, tail = error.partition(": ")
+    return tail if sep and " " not in head else error
+
+
 def print_status(data: dict[str, Any]) -> None:
     out = console()
     stale = f"  STALE: {data.get('stale_reason')}" if data.get("stale") else ""
     out.print(
-        f"revision {short_revision(data.get('revision'))}, "
-        f"last reconcile {data.get('last_reconcile') or 'never'}{stale}",
+        visible(
+            f"revision {short_revision(data.get('revision'))}, "
+            f"last reconcile {data.get('last_reconcile') or 'never'}{stale}"
+        ),
         markup=False,
     )
     election = data.get("leader_election")
@@ -185,20 +225,25 @@ def print_status(data: dict[str, Any]) -> None:
         role = "leading" if election.get("leading") else "standing by"
         address = election.get("leader_address")
         out.print(
-            f"lease {election.get('lease')}: {election.get('identity')} is {role}; "
-            f"leader {election.get('leader') or 'none'}" + (f" at {address}" if address else ""),
+            visible(
+                f"lease {election.get('lease')}: {election.get('identity')} is {role}; "
+                f"leader {election.get('leader') or 'none'}" + (f" at {address}" if address else "")
+            ),
             markup=False,
         )
-    grid = table(("NAME", "PHASE", "REVISION", "IMAGE@DIGEST", "LAST ERROR"))
+    grid = table(
+        ("NAME", "PHASE", "REVISION", "IMAGE", "LAST ERROR"),
+        {"NAME": 24, "PHASE": 8, "REVISION": 22, "IMAGE": 34, "LAST ERROR": 28},
+    )
     for env in data.get("environments", []):
-        grid.add_row(
+        grid.row(
             str(env.get("name")),
             str(env.get("phase")),
             short_revision(env.get("revision")),
-            short_reference(env.get("image"), env.get("digest")),
-            first_line(env.get("last_error")),
+            short_image(env.get("image"), env.get("digest")),
+            first_line(problem_of(env.get("last_error"))),
         )
-    out.print(grid)
+    out.print(grid.table)
 
 
 @click.command("status")

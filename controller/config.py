@@ -8,6 +8,7 @@ being repeated. Validation errors name the key and what is wrong.
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from pydantic_settings import (
 
 from controller.adapters.packageindex import PYPI
 from controller.adapters.secrets import CredentialRefs, SecretError, SecretRef
+from controller.core.credentials import url_credential
 from controller.core.specs.common import DEFAULT_BASE_IMAGE
 
 
@@ -50,6 +52,27 @@ def reference(value: str | None) -> str | None:
     return value
 
 
+def no_credentials_in_git_url(value: str) -> str:
+    held = url_credential(value, user_allowed=True)
+    if held is not None:
+        raise ValueError(f"the URL holds {held}; give it as credentials (secret references)")
+    return value
+
+
+def no_credentials_in_registry(value: str) -> str:
+    host = value.strip().split("://", 1)[-1].split("/", 1)[0]
+    held = url_credential(value)
+    if held is None and "@" in host:
+        userinfo = host.rpartition("@")[0]
+        held = "a user name and password" if ":" in userinfo else "user-info"
+    if held is not None:
+        raise ValueError(
+            f"the registry holds {held}; give host[:port][/prefix] and the "
+            "credentials as secret references"
+        )
+    return value
+
+
 class Credentials(Model):
     username: str
     password: str
@@ -64,6 +87,8 @@ class Credentials(Model):
 class Git(Model):
     url: str
     ref: str = "main"
+
+    _check_url = field_validator("url")(no_credentials_in_git_url)
     credentials: Credentials | None = None
     ssh_key: str | None = Field(default=None, alias="sshKey")
     ssh_user: str = Field(default="git", alias="sshUser")
@@ -87,6 +112,8 @@ class Specs(Model):
 
 class Registry(Model):
     url: str
+
+    _check_url = field_validator("url")(no_credentials_in_registry)
     ca_file: str | None = Field(default=None, alias="caFile")
     plain_http: list[str] = Field(default=[], alias="plainHttp")
     credentials: Credentials | None = None
@@ -116,8 +143,33 @@ class Intervals(Model):
 
 
 class Http(Model):
+    address: str = Field(
+        default="0.0.0.0",  # noqa: S104 - webhooks come from outside; the chart can bind the pod IP
+        description="where to listen: an IP address, or empty for every address",
+    )
     port: int = Field(default=8080, ge=1, le=65535)
     max_body: int = Field(default=1024 * 1024, alias="maxBody", gt=0)
+    header_timeout: float = Field(default=10.0, alias="headerTimeout", gt=0)
+    body_timeout: float = Field(default=30.0, alias="bodyTimeout", gt=0)
+    idle_timeout: float = Field(default=15.0, alias="idleTimeout", gt=0)
+    max_connections: int = Field(default=256, alias="maxConnections", ge=1)
+    body_memory: int = Field(
+        default=16 * 1024 * 1024,
+        alias="bodyMemory",
+        ge=1,
+        description="bytes of request bodies held at once (beyond: 503, retry later)",
+    )
+
+    @field_validator("address")
+    @classmethod
+    def an_ip_address(cls, value: str) -> str:
+        text = value.strip()
+        if text:
+            try:
+                ipaddress.ip_address(text)
+            except ValueError:
+                raise ValueError("give an IP address (or empty for every address)") from None
+        return text
 
 
 class Webhooks(Model):

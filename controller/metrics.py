@@ -84,6 +84,13 @@ class Metrics:
             ["result"],
             registry=r,
         )
+        self.http_closed_total = Counter(
+            "envship_http_connections_closed_total",
+            "HTTP connections envship closed by reason: idle (keep-alive limit), headers (not "
+            "sent in time), cap (the longest idle one, for a new one), full (every one busy).",
+            ["reason"],
+            registry=r,
+        )
         self.leader = Gauge(
             "envship_leader",
             "1 while this replica reconciles: it holds the leader lease, or leader election is "
@@ -115,6 +122,9 @@ class Metrics:
 
     def webhook(self, provider: str, result: str) -> None:
         self.webhooks.labels(provider=_label(provider), result=_label(result)).inc()
+
+    def http_closed(self, reason: str) -> None:
+        self.http_closed_total.labels(reason=_label(reason)).inc()
 
     def relay(self, result: str) -> None:
         """One request a follower relayed (`result`: relayed, no_leader, unreachable, loop)."""

@@ -8,7 +8,9 @@
   `wait`, waits for the reconcile that serves it and returns its outcome
 - `GET /status`: the status board's snapshot (JSON)
 - `GET /healthz`: liveness, 200 while the process serves; depends on nothing external
-- `GET /readyz`: 200 after the first reconcile; 503 before it and while stopping. With leader
+- `GET /readyz`: 200 after the first reconcile while every secret reference can be read; 503
+  before it, while a reference cannot be read, and while stopping (`ready` and `ready_reason`
+  in `/status` give the same answer). With leader
   election, a follower is ready (200) while it knows the leader's address (it relays), else 503
 - `GET /metrics`: Prometheus text exposition
 
@@ -29,6 +31,15 @@ address, without following redirects. No address known: 503 "no leader known"; t
 not answer in time: 503 "leader unreachable"; a request that was relayed once already is not
 relayed again (503 "not the leader"), so stale records cannot make replicas relay in a circle.
 
+Deliveries: a GitHub, GitLab or generic webhook accepted once is remembered by its delivery id
+(`X-GitHub-Delivery`; `Idempotency-Key` or `X-Gitlab-Event-UUID`; `Idempotency-Key` or
+`X-Delivery-Id`) for an hour: a redelivery is answered 200 with the first ticket and
+`"duplicate": true`, and triggers nothing. Only verified requests are remembered.
+
+Connections and bodies are bounded (`controller.webserver`): idle, slow-header and slow-body
+connections are closed, bodies are read by a bounded number of requests at once (503 with
+`Retry-After` beyond it; 408 for a body not sent in time).
+
 Secrets are read through callables on every request, so a rotated secret is used at once; each
 value read is registered with the redactor. Every JSON body that goes out is redacted, no
 response or log line echoes a header, and metric labels are bounded and redacted.
@@ -39,6 +50,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -60,6 +73,7 @@ from controller.webhooks import (
     verify_github,
     verify_gitlab,
 )
+from controller.webserver import Limits, Listener, serve, track_requests
 
 log = logging.getLogger("envship.web")
 
@@ -86,8 +100,20 @@ RELAYED_HEADERS = (
     "X-Gitlab-Event-UUID",
     "X-Gitlab-Webhook-UUID",
     "X-Signature",
+    "Idempotency-Key",
+    "X-Delivery-Id",
 )
 """The request headers a follower passes on to the leader (every value of each)."""
+DELIVERY_HEADERS = {
+    "github": ("X-GitHub-Delivery",),
+    "gitlab": ("Idempotency-Key", "X-Gitlab-Event-UUID"),
+    "generic": ("Idempotency-Key", "X-Delivery-Id"),
+}
+"""Where each provider names a delivery (the first header present wins); a redelivery of one
+already accepted is answered with its ticket and triggers nothing. Azure DevOps sends none."""
+DELIVERY_MEMORY = 4096
+DELIVERY_TTL = 3600.0
+"""Deliveries remembered (at most this many, for this many seconds)."""
 ANSWER_HEADERS = ("Content-Type", "WWW-Authenticate", "Retry-After")
 """The leader's answer headers a follower passes back."""
 
@@ -213,11 +239,17 @@ class _Server:
         secrets: WebhookSecrets,
         metrics: Metrics,
         max_body: int,
+        limits: Limits,
     ) -> None:
         self.controller = controller
         self.secrets = secrets
         self.metrics = metrics
         self.max_body = max_body
+        self.limits = limits
+        self.reserved = 0
+        """Bytes of bodies being read now (at most `limits.body_memory`)."""
+        self.deliveries: OrderedDict[str, tuple[int, float]] = OrderedDict()
+        """`provider:delivery id` -> (ticket, when accepted)."""
         self.calls = ThreadPoolExecutor(max_workers=4, thread_name_prefix="envship-web")
         self.waits = ThreadPoolExecutor(max_workers=MAX_WAITERS, thread_name_prefix="envship-wait")
         self.waiting = 0
@@ -269,10 +301,28 @@ class _Server:
         if provider is not None and encoding not in ("", "identity"):
             self.metrics.webhook(provider, "unsupported")
             return _json({"error": "compressed bodies are not accepted"}, 415)
+        reserve = min(length, self.max_body) if length is not None else self.max_body
+        if self.reserved + reserve > self.limits.body_memory:
+            if provider is not None:
+                self.metrics.webhook(provider, "busy")
+            response = _json({"error": "too many requests are sending a body"}, 503)
+            response.headers["Retry-After"] = "1"
+            response.force_close()
+            return response
+        self.reserved += reserve
         try:
-            body = await request.read()
+            async with asyncio.timeout(self.limits.body_timeout):
+                body = await request.read()
         except web.HTTPRequestEntityTooLarge:
             return self._too_large(provider)
+        except TimeoutError:
+            if provider is not None:
+                self.metrics.webhook(provider, "slow_body")
+            response = _json({"error": "the body was not sent in time"}, 408)
+            response.force_close()
+            return response
+        finally:
+            self.reserved -= reserve
         if len(body) > self.max_body:
             return self._too_large(provider)
         return body
@@ -360,6 +410,11 @@ class _Server:
         if self._stopping():
             self.metrics.webhook(provider, "stopping")
             return _json({"error": "stopping"}, 503)
+        delivery = self._delivery(provider, request.headers)
+        seen = self._seen(delivery)
+        if seen is not None:
+            self.metrics.webhook(provider, "duplicate")
+            return _json({"ticket": seen, "duplicate": True})
         reason = f"webhook {provider}" + (f" {event}" if event else "")
         try:
             ticket = await self._call(self.controller.request_reconcile, reason)
@@ -367,8 +422,37 @@ class _Server:
             log.warning("%s webhook: reconcile not requested: %s", provider, redact(str(exc)))
             self.metrics.webhook(provider, "error")
             return _json({"error": "reconcile could not be requested"}, 503)
+        self._remember(delivery, ticket)
         self.metrics.webhook(provider, "accepted")
         return _json({"ticket": ticket}, 202)
+
+    @staticmethod
+    def _delivery(provider: str, headers: Mapping[str, str]) -> str | None:
+        for name in DELIVERY_HEADERS.get(provider, ()):
+            value = headers.get(name, "").strip()
+            if value:
+                return f"{provider}:{value[:200]}"
+        return None
+
+    def _seen(self, delivery: str | None) -> int | None:
+        """The ticket a delivery was accepted with, while it is remembered."""
+        if delivery is None:
+            return None
+        now = time.monotonic()
+        while self.deliveries:
+            oldest = next(iter(self.deliveries.values()))
+            if now - oldest[1] <= DELIVERY_TTL:
+                break
+            self.deliveries.popitem(last=False)
+        found = self.deliveries.get(delivery)
+        return found[0] if found else None
+
+    def _remember(self, delivery: str | None, ticket: int) -> None:
+        if delivery is None:
+            return
+        self.deliveries[delivery] = (ticket, time.monotonic())
+        while len(self.deliveries) > DELIVERY_MEMORY:
+            self.deliveries.popitem(last=False)
 
     def _too_large(self, provider: str | None) -> web.Response:
         if provider is not None:
@@ -464,24 +548,37 @@ class _Server:
     # -- reading
 
     async def status(self, _request: web.Request) -> web.Response:
-        return _json(await self._call(self.controller.status))
+        data = await self._call(self.controller.status)
+        ready, reason = self._readiness()
+        data["ready"], data["ready_reason"] = ready, reason  # exactly what /readyz answers
+        return _json(data)
 
     async def healthz(self, _request: web.Request) -> web.Response:
         return _json({"ok": True})
 
-    async def readyz(self, _request: web.Request) -> web.Response:
+    def _readiness(self) -> tuple[bool, str | None]:
+        """Whether this replica can do its job, and why not: the one answer of `/readyz` and
+        of `ready` in `/status`. Reads flags only."""
         if self._stopping():
-            return _json({"ready": False, "reason": "stopping"}, 503)
+            return False, "stopping"
         if not self._leading():
             if self._leader_origin() is None:
-                return _json({"ready": False, "reason": "no leader known"}, 503)
-            return _json({"ready": True, "leading": False})
+                return False, "no leader known"
+            return True, None
         try:
-            ready = bool(self.controller.ready())
+            if not self.controller.ready():
+                return False, "waiting for the first reconcile"
+            reason = getattr(self.controller, "not_ready_reason", lambda: None)()
         except Exception:
-            ready = False
+            return False, "waiting for the first reconcile"
+        return (False, reason) if reason else (True, None)
+
+    async def readyz(self, _request: web.Request) -> web.Response:
+        ready, reason = self._readiness()
         if not ready:
-            return _json({"ready": False, "reason": "waiting for the first reconcile"}, 503)
+            return _json({"ready": False, "reason": reason}, 503)
+        if not self._leading():
+            return _json({"ready": True, "leading": False})
         return _json({"ready": True})
 
     async def metrics_text(self, _request: web.Request) -> web.Response:
@@ -522,18 +619,24 @@ async def _security_headers(_request: web.Request, response: web.StreamResponse)
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
 
 
+SERVER_KEY: web.AppKey[_Server] = web.AppKey("envship_server", _Server)
+
+
 def make_app(
     controller: ControllerPort,
     *,
     secrets: WebhookSecrets,
     metrics: Metrics,
     max_body: int = MAX_BODY,
+    limits: Limits | None = None,
 ) -> web.Application:
-    """The controller's web application; serve it with `start_server` or aiohttp's runners."""
+    """The controller's web application; serve it with `start_server` (which applies `limits`)
+    or with aiohttp's runners."""
     if max_body <= 0:
         raise ValueError("max_body must be positive")
-    server = _Server(controller, secrets, metrics, max_body)
-    app = web.Application(client_max_size=max_body, middlewares=[_errors])
+    server = _Server(controller, secrets, metrics, max_body, limits or Limits())
+    app = web.Application(client_max_size=max_body, middlewares=[track_requests, _errors])
+    app[SERVER_KEY] = server
     app.on_response_prepare.append(_security_headers)
     app.on_cleanup.append(server.close)
     app.add_routes(
@@ -552,11 +655,10 @@ def make_app(
     return app
 
 
-async def start_server(app: web.Application, *, host: str, port: int) -> web.AppRunner:
-    """Serve `app` on host:port (port 0: any free port, see `runner.addresses`); stop it with
-    `await runner.cleanup()`. The access log is off: the controller logs what matters itself."""
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
-    await runner.setup()
-    site = web.TCPSite(runner, host, port)
-    await site.start()
-    return runner
+async def start_server(app: web.Application, *, host: str, port: int) -> Listener:
+    """Serve `app` (from `make_app`) on host:port under its limits (port 0: any free port, see
+    `addresses`); stop it with `await listener.cleanup()`."""
+    server = app[SERVER_KEY]
+    return await serve(
+        app, host=host, port=port, limits=server.limits, on_close=server.metrics.http_closed
+    )

@@ -553,6 +553,21 @@ def test_leader_election_can_be_on_with_one_replica() -> None:
     assert "kube-api-access" in volumes(pod_spec(no_rbac))
 
 
+def test_listen_on_the_pod_ip_only() -> None:
+    def env(values: Values) -> dict[str, Any]:
+        pod = pod_spec(render(values))
+        return {e["name"]: e for e in container(pod, "envship").get("env", [])}
+
+    every = env(case_values("defaults"))
+    assert "ENVSHIP_HTTP__ADDRESS" not in every
+    assert "POD_IP" not in every  # only leader election needs it otherwise
+    pod_ip = env(case_values("defaults") | {"listen": "podIP"})
+    assert pod_ip["POD_IP"]["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
+    assert pod_ip["ENVSHIP_HTTP__ADDRESS"]["value"] == "$(POD_IP)"
+    names = list(pod_ip)
+    assert names.index("POD_IP") < names.index("ENVSHIP_HTTP__ADDRESS")  # expanded in order
+
+
 def test_service_monitor_and_ingress() -> None:
     manifests = rendered("monitoring-ingress")
     service = one(manifests, "Service")

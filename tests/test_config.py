@@ -63,3 +63,45 @@ def test_errors_name_the_key_and_never_echo_a_literal_secret(tmp_path: Path):
         load(write(tmp_path, "git: {url: x}\n"))
     with pytest.raises(ConfigError, match="cannot be read"):
         load(tmp_path / "missing.yaml")
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "held"),
+    [
+        ("git.url", "https://user:hunter2-pw@example.org/r.git", "a user name and password"),
+        ("git.url", "deploy:hunter2-pw@example.org:team/r.git", "a password"),
+        ("git.url", "https://example.org/r.git?private_token=hunter2-pw", "a token in the query"),
+        ("git.url", "https://ghp_0123456789abcdefghijABCDEFGHIJ0123@github.com/o/r", "GitHub"),
+        ("registry.url", "puller:hunter2-pw@myacr.azurecr.io/ml", "user name and password"),
+        ("registry.url", "https://puller@myacr.azurecr.io/ml", "user-info"),
+    ],
+)
+def test_urls_with_credentials_are_refused_naming_the_key(
+    tmp_path: Path, key: str, value: str, held: str
+):
+    section = key.split(".", maxsplit=1)[0]
+    text = MINIMAL.replace(
+        "https://example.org/team/specs.git" if section == "git" else "myacr.azurecr.io/ml",
+        value,
+    )
+    with pytest.raises(ConfigError) as refused:
+        load(write(tmp_path, text))
+    message = str(refused.value)
+    assert key in message
+    assert held in message
+    assert "hunter2-pw" not in message
+    assert "0123456789abcdefghij" not in message
+
+
+def test_http_address_and_limits(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    config = load(write(tmp_path, MINIMAL))
+    assert (config.http.address, config.http.idle_timeout) == ("0.0.0.0", 15.0)  # noqa: S104
+    extra = "http: {address: '::1', headerTimeout: 2, maxConnections: 32, bodyMemory: 1024}\n"
+    config = load(write(tmp_path, MINIMAL + extra))
+    assert (config.http.address, config.http.header_timeout) == ("::1", 2.0)
+    assert (config.http.max_connections, config.http.body_memory) == (32, 1024)
+    monkeypatch.setenv("ENVSHIP_HTTP__ADDRESS", "10.1.2.3")  # the chart's listen: podIP
+    assert load(write(tmp_path, MINIMAL)).http.address == "10.1.2.3"
+    monkeypatch.setenv("ENVSHIP_HTTP__ADDRESS", "$(POD_IP)")  # not expanded: no such variable
+    with pytest.raises(ConfigError, match=r"http\.address.*IP address"):
+        load(write(tmp_path, MINIMAL))

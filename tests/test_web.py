@@ -237,6 +237,37 @@ def test_github_ping_is_answered_without_a_reconcile():
     assert h.controller.reasons == []
 
 
+def test_a_redelivered_webhook_is_answered_with_its_ticket_and_triggers_nothing():
+    h = Harness()
+
+    async def scenario(c: Client) -> None:
+        first = {**github_headers(), "X-GitHub-Delivery": "72d3162e-cc78-11e3-81ab-4c9367dc0958"}
+        assert await c.post("/hooks/github", data=BODY, headers=first) == (202, {"ticket": 1})
+        again = await c.post("/hooks/github", data=BODY, headers=first)
+        assert again == (200, {"ticket": 1, "duplicate": True})
+        # an unverified request naming a delivery is refused and remembers nothing
+        forged = {"X-GitHub-Delivery": "forged-1", "X-Hub-Signature-256": "sha256=" + "0" * 64}
+        assert (await c.post("/hooks/github", data=BODY, headers=forged))[0] == 401
+        other = {**github_headers(), "X-GitHub-Delivery": "forged-1"}
+        assert (await c.post("/hooks/github", data=BODY, headers=other))[0] == 202
+        # GitLab: Idempotency-Key first, else the event's UUID; the same id at another
+        # provider is another delivery
+        lab = {"X-Gitlab-Token": GITLAB, "X-Gitlab-Event-UUID": "forged-1"}
+        assert (await c.post("/hooks/gitlab", data=BODY, headers=lab))[0] == 202
+        assert (await c.post("/hooks/gitlab", data=BODY, headers=lab))[1]["duplicate"] is True
+        retried = {**lab, "X-Gitlab-Event-UUID": "changed", "Idempotency-Key": "k-1"}
+        assert (await c.post("/hooks/gitlab", data=BODY, headers=retried))[0] == 202
+        assert (await c.post("/hooks/gitlab", data=BODY, headers=retried))[0] == 200
+        # no delivery id: every request counts
+        assert (await c.post("/hooks/github", data=BODY, headers=github_headers()))[0] == 202
+        assert (await c.post("/hooks/github", data=BODY, headers=github_headers()))[0] == 202
+
+    h.run(scenario)
+    assert len(h.controller.reasons) == 6
+    duplicates = {"provider": "github", "result": "duplicate"}
+    assert h.metrics.registry.get_sample_value("envship_webhooks_total", duplicates) == 1
+
+
 def test_gitlab_token():
     h = Harness()
 
@@ -820,9 +851,12 @@ def test_status_json_shape():
         assert status == 200
         assert headers["Content-Type"].startswith("application/json")
         body = json.loads(text)
-        assert set(body) >= {"revision", "last_reconcile", "ready", "stale", "environments"}
+        assert set(body) >= {"revision", "last_reconcile", "in_sync", "stale", "environments"}
         assert body["revision"] == "main@sha1:" + "e" * 40
-        assert body["ready"] is False  # one environment is stalled
+        assert body["in_sync"] is False  # one environment is stalled
+        # `ready` is exactly /readyz's answer: this replica can do its job
+        ready_now, answer = body["ready"], await c.get("/readyz")
+        assert (ready_now, body["ready_reason"]) == (answer[1]["ready"], answer[1].get("reason"))
         assert body["stale"] is False
         assert body["phases"]["Ready"] == 1
         assert body["phases"]["Stalled"] == 1
@@ -1060,16 +1094,16 @@ def test_stale_keeps_the_last_known_status():
     assert not any(env["stale"] for env in again["environments"])
 
 
-def test_board_ready_and_retain():
+def test_board_in_sync_and_retain():
     board = StatusBoard()
-    assert board.snapshot()["ready"] is False  # never reconciled
+    assert board.snapshot()["in_sync"] is False  # never reconciled
     board.reconciled("main@sha1:0")
-    assert board.snapshot()["ready"] is True  # nothing to do is ready
+    assert board.snapshot()["in_sync"] is True  # nothing to do is in sync
     _populate(board)
-    assert board.snapshot()["ready"] is False
+    assert board.snapshot()["in_sync"] is False
     assert board.retain(["pytorch"]) == ["broken"]
     snapshot = board.snapshot()
-    assert snapshot["ready"] is True
+    assert snapshot["in_sync"] is True
     assert [e["name"] for e in snapshot["environments"]] == ["pytorch"]
     json.dumps(snapshot)
 

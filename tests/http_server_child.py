@@ -1,0 +1,63 @@
+"""The controller's web application served on loopback in a process of its own, for the hostile
+HTTP tests and benchmark (`tests/hostile_http.py`): its memory and descriptors are its own.
+
+    python -m tests.http_server_child '{"header_timeout": 1, ...}' [NOFILE]
+
+prints `PORT <n>` once it listens. The controller behind it is a stand-in that is ready and
+answers at once; the web application, its limits and its listener are envship's own."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import resource
+import sys
+from typing import Any
+
+from controller.metrics import Metrics
+from controller.web import WebhookSecrets, make_app, start_server
+from controller.webserver import Limits
+
+WEBHOOK_SECRET = "hostile-http-test-secret"
+
+
+class ReadyController:
+    """Ready at once; every reconcile request gets the next ticket."""
+
+    def __init__(self) -> None:
+        self.tickets = 0
+
+    def request_reconcile(self, reason: str) -> int:
+        self.tickets += 1
+        return self.tickets
+
+    def wait_for(self, ticket: int, timeout: float) -> dict[str, Any] | None:
+        return {"result": "success"}
+
+    def status(self) -> dict[str, Any]:
+        return {"revision": None, "environments": {}}
+
+    def ready(self) -> bool:
+        return True
+
+    def stopping(self) -> bool:
+        return False
+
+
+async def main(limits: Limits) -> None:
+    app = make_app(
+        ReadyController(),
+        secrets=WebhookSecrets(github=lambda: WEBHOOK_SECRET),
+        metrics=Metrics(),
+        limits=limits,
+    )
+    listener = await start_server(app, host="127.0.0.1", port=0)
+    print(f"PORT {listener.addresses[0][1]}", flush=True)
+    await asyncio.Event().wait()
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 2:
+        nofile = int(sys.argv[2])
+        resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+    asyncio.run(main(Limits(**json.loads(sys.argv[1]))))
