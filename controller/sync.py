@@ -30,6 +30,7 @@ from controller.adapters.registries import RegistryPool
 from controller.adapters.registry import RegistryError
 from controller.adapters.secrets import CredentialRefs, SecretError
 from controller.core.credentials import url_credential
+from controller.core.dockerfile import declared_args
 from controller.core.errors import SpecError
 from controller.core.gc import HASH_TAG, TagInfo, garbage
 from controller.core.hashing import content_hash
@@ -38,6 +39,9 @@ from controller.core.naming import split_reference, tag_for
 from controller.core.plan import PlanItem, plan
 from controller.core.render import LABEL_HASH, render
 from controller.resolve import Resolver
+
+INDEX_ARGS = frozenset({"PIP_EXTRA_INDEX_URL", "PIP_TRUSTED_HOST"})
+"""The build arguments a Dockerfile declares to install from the private indexes."""
 
 Outcome = Literal["built", "copied", "up-to-date", "failed", "refused", "build", "copy"]
 """`build` and `copy` are what a dry run would do; `refused`: the spec cannot be built as
@@ -177,24 +181,30 @@ class Sync:
 
     # -- doing ------------------------------------------------------------------------------
 
-    def index_args(self) -> dict[str, str]:
-        """Build arguments that point pip at the private indexes, through the forwarder.
+    def index_grant(self, dockerfile: str) -> tuple[dict[str, str], Callable[[], None]]:
+        """Build arguments that point pip at the private indexes through the forwarder, for a
+        build whose Dockerfile declares them, and what ends the grant when the build is over.
 
-        They hold loopback URLs only; the credentials stay in this process.
-        """
-        if not self.options.private_indexes:
-            return {}
+        They hold loopback URLs and a token good for this build only; the credentials stay in
+        this process. A build that declares none gets no arguments (and no host network)."""
+        wanted = INDEX_ARGS & declared_args(dockerfile)
+        if not self.options.private_indexes or not wanted:
+            return {}, lambda: None
         with self._builder_lock:
             if self._proxy is None:
                 store = self.pool.secrets
                 refs = self.options.index_credentials
                 self._proxy = IndexProxy(
                     {host: partial(r.read, store) for host, r in refs.items()},
+                    indexes=self.options.private_indexes,
                     forget={host: partial(r.forget, store) for host, r in refs.items()},
                     ca_file=self.pool.settings.ca_file,
                 ).start()
-        routed = [self._proxy.route(url) for url in self.options.private_indexes]
-        return {"PIP_EXTRA_INDEX_URL": " ".join(routed), "PIP_TRUSTED_HOST": "127.0.0.1"}
+            proxy = self._proxy
+        token = proxy.grant()
+        routed = [proxy.route(url, token) for url in self.options.private_indexes]
+        args = {"PIP_EXTRA_INDEX_URL": " ".join(routed), "PIP_TRUSTED_HOST": "127.0.0.1"}
+        return {k: v for k, v in args.items() if k in wanted}, partial(proxy.revoke, token)
 
     def close(self) -> None:
         if self._proxy is not None:
@@ -297,16 +307,19 @@ class Sync:
                     )
                     created = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
                     emit(f"building {local}")
-                    build_args = self.index_args()
-                    builder.build(
-                        rendered,
-                        tag=local,
-                        labels={"org.opencontainers.image.created": created},
-                        platform=build.platform,
-                        log=emit,
-                        build_args=build_args,
-                        host_network=bool(build_args),
-                    )
+                    build_args, end_grant = self.index_grant(rendered.dockerfile)
+                    try:
+                        builder.build(
+                            rendered,
+                            tag=local,
+                            labels={"org.opencontainers.image.created": created},
+                            platform=build.platform,
+                            log=emit,
+                            build_args=build_args,
+                            host_network=bool(build_args),
+                        )
+                    finally:
+                        end_grant()
                 emit(f"pushing {local}")
                 digest = builder.push(
                     repository, tag, self.registry.authenticator.docker_auth(), emit

@@ -2,21 +2,32 @@
 
 The classic builder has no build secrets, and a token in a build argument or a file is
 recorded in the image. So envship serves each configured private index through a forwarder on
-the loopback address: a build asks `http://127.0.0.1:PORT/<host>/<path>`, the forwarder asks
-`https://<host>/<path>` with the credentials (read from their secret references, in memory)
-and streams the answer back, rewriting the index's absolute links to itself. The build sees only
-the loopback URL; its layers, history and the content hash never see the secret.
+the loopback address: a build asks `http://127.0.0.1:PORT/<grant>/<host>/<path>`, the forwarder
+asks `https://<host>/<path>` with the credentials (read from their secret references, in memory)
+and streams the answer back, rewriting the index's links to itself. The build sees only the
+loopback URL; its layers, history and the content hash never see the secret.
 
-Builds that use it run with the host network, so their RUN steps can reach the loopback address
-(the engine must share envship's network namespace: a local engine or a docker-in-docker sidecar).
+What the forwarder signs is limited:
+- a request must carry a grant: a random token made for one build and revoked when that build
+  ends (it is recorded in the image's history, where it is worth nothing);
+- only GET and HEAD, only to a configured index host, and only to a path under a configured
+  index URL or a path that the index itself linked to in a page the same grant was served
+  (files are often hosted beside the index: `/simple/` links to `/files/...`); `.` and `..`
+  segments are refused.
+
+Builds that use it (their Dockerfile declares `ARG PIP_EXTRA_INDEX_URL`) run with the host
+network, so their RUN steps can reach the loopback address (the engine must share envship's
+network namespace: a local engine or a docker-in-docker sidecar); other builds do not.
 """
 
 from __future__ import annotations
 
 import http.server
+import re
+import secrets
 import threading
-from collections.abc import Callable, Mapping
-from urllib.parse import unquote, urlsplit
+from collections.abc import Callable, Iterable, Mapping
+from urllib.parse import unquote, urljoin, urlsplit
 
 import requests
 
@@ -25,30 +36,46 @@ from controller.adapters.redact import redact
 Credentials = Callable[[], tuple[str, str]]
 REWRITTEN = ("text/html", "application/vnd.pypi.simple", "application/json")
 DEFAULT_PORT = 17493
-"""Tried first, so the loopback URL (and with it the build cache key) is the same every run."""
+"""Tried first, so the loopback URL is the same every run."""
 HOP_BY_HOP = frozenset(
     {"connection", "keep-alive", "transfer-encoding", "content-length", "content-encoding"}
 )
+LINKS_PER_GRANT = 200_000
+"""Linked paths one grant may collect (a large index's pages, many times over)."""
+_LINK = re.compile(r"""(?:href\s*=\s*["']|"url"\s*:\s*")([^"'<>\s]+)""", re.IGNORECASE)
 
 
 class IndexProxy:
-    """A loopback forwarder that signs requests to private package indexes."""
+    """A loopback forwarder that signs requests to private package indexes for granted builds."""
 
     def __init__(
         self,
         credentials: Mapping[str, Credentials],
         *,
+        indexes: Iterable[str] = (),
         forget: Mapping[str, Callable[[], None]] | None = None,
         ca_file: str | None = None,
         timeout: float = 60.0,
         port: int = DEFAULT_PORT,
     ) -> None:
+        """`indexes`: the configured index URLs; their paths are what may be asked for (a host
+        with credentials but no index URL may be asked for any path)."""
         self.port = port
         self.credentials = dict(credentials)
+        self.prefixes: dict[str, list[str]] = {}
+        for url in indexes:
+            parts = urlsplit(url)
+            if parts.scheme == "https" and parts.netloc in self.credentials:
+                prefix = parts.path if parts.path.endswith("/") else parts.path + "/"
+                self.prefixes.setdefault(parts.netloc, []).append(prefix)
         self.forget = dict(forget or {})
         self.ca_file = ca_file
         self.timeout = timeout
         self.requests_served = 0
+        self.refused = 0
+        self._grants: dict[str, set[tuple[str, str]]] = {}
+        """Grant token -> the (host, path) pairs the index linked to in pages it was served."""
+        self._lock = threading.Lock()
         self._server: http.server.ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -58,13 +85,25 @@ class IndexProxy:
             raise RuntimeError("the index proxy is not running")
         return f"http://127.0.0.1:{self._server.server_address[1]}"
 
-    def route(self, url: str) -> str:
-        """The loopback URL a build uses for `url` (unchanged when its host is not private)."""
+    def grant(self) -> str:
+        """A new token for one build: its requests are served until `revoke`."""
+        token = secrets.token_urlsafe(18)
+        with self._lock:
+            self._grants[token] = set()
+        return token
+
+    def revoke(self, token: str) -> None:
+        with self._lock:
+            self._grants.pop(token, None)
+
+    def route(self, url: str, token: str) -> str:
+        """The loopback URL the build holding `token` uses for `url` (unchanged when its host
+        is not private)."""
         parts = urlsplit(url)
         if parts.scheme != "https" or parts.netloc not in self.credentials:
             return url
         query = f"?{parts.query}" if parts.query else ""
-        return f"{self.base}/{parts.netloc}{parts.path}{query}"
+        return f"{self.base}/{token}/{parts.netloc}{parts.path}{query}"
 
     def start(self) -> IndexProxy:
         if self._server is not None:
@@ -85,7 +124,7 @@ class IndexProxy:
 
         try:
             self._server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        except OSError:  # taken: any free port (only the build cache suffers)
+        except OSError:  # taken: any free port
             self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(
@@ -108,18 +147,49 @@ class IndexProxy:
         handler.end_headers()
         handler.wfile.write(body)
 
+    def _allowed(self, token: str, host: str, path: str) -> str | None:
+        """Why (token, host, path) may not be forwarded, or None when it may."""
+        with self._lock:
+            links = self._grants.get(token)
+            if links is None:
+                return "not a running build's address"
+            if host not in self.credentials:
+                return f"{host or '(none)'} is not a configured private index"
+            segments = unquote(path).split("/")
+            if "." in segments or ".." in segments or "\\" in path:
+                return "a path with . or .. segments is not forwarded"
+            prefixes = self.prefixes.get(host)
+            if prefixes is None or any(path.startswith(p) for p in prefixes):
+                return None
+            if (host, path) in links:
+                return None
+        return "only the index and the files it links to are forwarded"
+
+    def _collect(self, token: str, host: str, page_url: str, body: bytes) -> None:
+        """Remember the same-host paths a served page links to: the grant may ask for them."""
+        found: set[tuple[str, str]] = set()
+        for match in _LINK.finditer(body.decode("utf-8", errors="replace")):
+            target = urlsplit(urljoin(page_url, match.group(1).replace("&amp;", "&")))
+            if target.scheme == "https" and target.netloc == host:
+                found.add((host, target.path))
+        with self._lock:
+            links = self._grants.get(token)
+            if links is not None and len(links) + len(found) <= LINKS_PER_GRANT:
+                links.update(found)
+
     def _forward(self, handler: http.server.BaseHTTPRequestHandler, method: str) -> None:
         self.requests_served += 1
-        quoted_host, _, rest = handler.path.lstrip("/").partition("/")
+        token, _, rest = handler.path.lstrip("/").partition("/")
+        quoted_host, _, rest = rest.partition("/")
         host = unquote(quoted_host)  # pip writes `host:port` as `host%3Aport`
-        credentials = self.credentials.get(host)
-        if credentials is None:
-            self._reply(
-                handler, 404, f"envship: {host or '(none)'} is not a configured private index"
-            )
+        path = "/" + rest.split("?", 1)[0].split("#", 1)[0]
+        refused = self._allowed(token, host, path)
+        if refused is not None:
+            self.refused += 1
+            self._reply(handler, 403 if token in self._grants else 404, f"envship: {refused}")
             return
         try:
-            username, password = credentials()
+            username, password = self.credentials[host]()
             upstream = requests.request(
                 method,
                 f"https://{host}/{rest}",
@@ -141,27 +211,31 @@ class IndexProxy:
                     self.forget[host]()
                 self._reply(handler, 502, f"envship: {host} refused the configured credentials")
                 return
-            self._relay(handler, method, host, upstream)
+            self._relay(handler, method, token, host, f"https://{host}/{rest}", upstream)
 
     def _relay(
         self,
         handler: http.server.BaseHTTPRequestHandler,
         method: str,
+        token: str,
         host: str,
+        page_url: str,
         upstream: requests.Response,
     ) -> None:
         public = f"https://{host}/"
-        private = f"{self.base}/{host}/"
+        private = f"{self.base}/{token}/{host}/"
         content_type = upstream.headers.get("Content-Type", "")
         rewrite = content_type.startswith(REWRITTEN) and method != "HEAD"
         body = upstream.content if rewrite else None
         if rewrite and body is not None:
+            self._collect(token, host, page_url, body)
             body = body.replace(public.encode(), private.encode())
         handler.send_response(upstream.status_code)
         for name, value in upstream.headers.items():
             if name.lower() in HOP_BY_HOP:
                 continue
             if name.lower() == "location":
+                self._collect(token, host, page_url, f'href="{value}"'.encode())
                 value = value.replace(public, private)
             handler.send_header(name, value)
         if body is not None:

@@ -237,6 +237,16 @@ def check_dockerfile(facts: DockerfileFacts, path: str) -> None:
         check_image_reference(use.reference, path)
 
 
+def declared_args(text: str) -> frozenset[str]:
+    """Every build argument the Dockerfile declares (`ARG NAME[=default]`, in any stage)."""
+    return frozenset(
+        declaration.partition("=")[0]
+        for ins in instructions(text)
+        if ins.keyword == "ARG"
+        for declaration in ins.arguments.split()
+    )
+
+
 def _literal(text: str) -> str:
     """`text` as a regex replacement that means itself."""
     return text.replace("\\", "\\\\")

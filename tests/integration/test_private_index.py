@@ -48,19 +48,23 @@ def test_pip_installs_from_a_private_index_through_the_forwarder(
     configured = (index.username, index.password)  # what the secret store holds
     proxy = IndexProxy(
         {index.host: lambda: configured},
+        indexes=[index.url],
         forget={index.host: lambda: forgotten.append(index.host)},
         ca_file=certs.ca_file,
         port=0,
     ).start()
     try:
-        routed = proxy.route(index.url)
+        token = proxy.grant()
+        routed = proxy.route(index.url, token)
         assert routed.startswith("http://127.0.0.1:")
+        assert token in routed
         assert index.password not in routed
-        assert proxy.route("https://pypi.org/simple/") == "https://pypi.org/simple/"
+        assert proxy.route("https://pypi.org/simple/", token) == "https://pypi.org/simple/"
         result = pip_download(routed, tmp_path / "wheels")
         assert result.returncode == 0, result.stdout + result.stderr
         assert (tmp_path / "wheels" / "envship_private_demo-1.0-py3-none-any.whl").exists()
-        assert index.requests["served"] >= 2  # the page, then the wheel behind an absolute link
+        # the page, then the wheel behind an absolute link outside /simple/
+        assert index.requests["served"] >= 2
         assert index.password not in result.stdout + result.stderr
 
         index.password = index.password + "-rotated"  # rotated at the index, not yet in the store
@@ -73,11 +77,59 @@ def test_pip_installs_from_a_private_index_through_the_forwarder(
         proxy.stop()
 
 
+def test_only_a_granted_build_and_only_the_index_and_its_links_are_forwarded(
+    index: PrivateIndex, certs: Certs
+):
+    proxy = IndexProxy(
+        {index.host: lambda: (index.username, index.password)},
+        indexes=[index.url],
+        ca_file=certs.ca_file,
+        port=0,
+    ).start()
+    try:
+        token = proxy.grant()
+        here = f"{proxy.base}/{token}/{index.host}"
+        wheel = "envship_private_demo-1.0-py3-none-any.whl"
+
+        def get(url: str) -> requests.Response:
+            response = requests.get(url, timeout=10)
+            record_output(response.text)
+            return response
+
+        # a file beside the index, before any page linked to it: not forwarded
+        early = get(f"{here}/files/{wheel}")
+        assert early.status_code == 403
+        assert "only the index and the files it links to are forwarded" in early.text
+        served = index.requests["served"]
+        for path in ("/v2/_catalog", "/status", "/simple/../status", "/simple/%2e%2e/status"):
+            answer = get(f"{here}{path}")
+            assert answer.status_code == 403, path
+        assert index.requests["served"] == served  # none of them reached the index
+
+        page = get(f"{here}/simple/envship-private-demo/")
+        assert page.status_code == 200
+        assert f"{here}/files/{wheel}" in page.text  # rewritten to the grant's address
+        assert get(f"{here}/files/{wheel}").status_code == 200  # linked: forwarded
+
+        other = proxy.grant()  # another build's grant has not been shown that page
+        assert get(f"{proxy.base}/{other}/{index.host}/files/{wheel}").status_code == 403
+        assert get(f"{proxy.base}/{other}/{index.host}/simple/").status_code == 200
+
+        proxy.revoke(token)  # the build ended
+        gone = get(f"{here}/simple/envship-private-demo/")
+        assert gone.status_code == 404
+        assert "not a running build's address" in gone.text
+        assert get(f"{proxy.base}/{index.host}/simple/").status_code == 404  # no grant at all
+    finally:
+        proxy.stop()
+
+
 def test_hosts_that_are_not_configured_are_not_forwarded(certs: Certs):
     proxy = IndexProxy({}, ca_file=certs.ca_file, port=0).start()
     try:
-        response = requests.get(f"{proxy.base}/evil.example.org/simple/", timeout=10)
-        assert response.status_code == 404
+        token = proxy.grant()
+        response = requests.get(f"{proxy.base}/{token}/evil.example.org/simple/", timeout=10)
+        assert response.status_code == 403
         assert "not a configured private index" in response.text
     finally:
         proxy.stop()
@@ -99,7 +151,15 @@ def test_a_build_installs_from_the_private_index_and_the_image_holds_no_secret(
                 "ARG PIP_TRUSTED_HOST\n"
                 "RUN python3 -m pip install --no-cache-dir --break-system-packages "
                 '--index-url "$PIP_EXTRA_INDEX_URL" envship-private-demo\n'
-            )
+            ),
+            # declares no index argument: no grant and no host network, so loopback services
+            # (the index, a registry, the controller) are out of its reach
+            "other/Dockerfile": (
+                f"FROM {python_base}\n"
+                'RUN python3 -c "import socket; s = socket.socket(); '
+                f"print('reached' if s.connect_ex(('127.0.0.1', {index.port})) == 0 "
+                "else 'unreachable')\" > /reached\n"
+            ),
         },
     )
     password_file = secret_file(tmp_path / "index-password", index.password)
@@ -112,14 +172,18 @@ def test_a_build_installs_from_the_private_index_and_the_image_holds_no_secret(
         f"{index.host}=env:INDEX_USER,file:{password_file}",
         env=envship.env(INDEX_USER=index.username),
     )
-    assert run.actions() == {"app": "built"}, run.result.stdout + run.result.stderr
+    assert run.actions() == {"app": "built", "other": "built"}, run.result.stdout
+    reached = engine.containers.run(
+        str(run.items["other"]["image"]), ["cat", "/reached"], remove=True
+    )
+    assert reached.decode().strip() == "unreachable"
     image = str(run.items["app"]["image"])
     output = engine.containers.run(
         image, ["python3", "-c", "import envship_private_demo as m; print(m.ANSWER)"], remove=True
     )
     assert output.decode().strip() == "42"
     history = json.dumps(engine.api.history(image))
-    assert "127.0.0.1:17493" in history or "PIP_EXTRA_INDEX_URL" in history
+    assert "PIP_EXTRA_INDEX_URL" in history
     assert index.password not in history
     saved = b"".join(engine.api.get_image(image))  # every layer and the config
     assert index.password.encode() not in saved
