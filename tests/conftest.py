@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -32,10 +33,16 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
 
 
 def _files(*roots: Path) -> list[Path]:
+    """Regular files below `roots`; folders deeper than a path may be long are passed over
+    (only tests make them, and nothing envship writes lives there)."""
     found: list[Path] = []
     for root in roots:
-        if root.is_dir():
-            found.extend(p for p in root.rglob("*") if p.is_file() and not p.is_symlink())
+        for top, _folders, names in os.walk(root):  # errors (too long a path) are skipped
+            for name in names:
+                path = Path(top, name)
+                with contextlib.suppress(OSError):
+                    if path.is_file() and not path.is_symlink():
+                        found.append(path)
     return found
 
 

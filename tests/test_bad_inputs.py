@@ -57,6 +57,7 @@ class Case:
     symlinks: dict[str, str] = field(default_factory=dict)
     grow: tuple[str, ...] = ()
     generate: dict[str, dict[str, Any]] = field(default_factory=dict)
+    deep: dict[str, Any] = field(default_factory=dict)
     isolate: bool = False
     xfail: dict[str, str] = field(default_factory=dict)
     """Mode ("discover" or "cli") -> reason, for cases that show a known bug."""
@@ -66,8 +67,15 @@ class Case:
         return DiscoveryOptions(limits=Limits() if cli else Limits(**self.limits))
 
 
+def deep_path(recipe: dict[str, Any]) -> str:
+    return "/".join([recipe["segment"]] * recipe["count"])
+
+
 def load_case(name: str) -> Case:
     raw = json.loads((CASES / name / CASE_FILE).read_text(encoding="utf-8"))
+    if "deep" in raw:  # "{deep}" in an expected path: the folder the recipe makes
+        for row in (*raw["planned"], *raw["refused"]):
+            row["path"] = row["path"].replace("{deep}", deep_path(raw["deep"]))
     xfail = raw.get("xfail", {})
     if isinstance(xfail, str):
         xfail = {"discover": xfail, "cli": xfail}
@@ -82,6 +90,7 @@ def load_case(name: str) -> Case:
         symlinks=raw.get("symlinks", {}),
         grow=tuple(raw.get("grow", ())),
         generate=raw.get("generate", {}),
+        deep=raw.get("deep", {}),
         isolate=raw.get("isolate", False),
         xfail=xfail,
     )
@@ -127,7 +136,30 @@ def materialize(case: Case, sandbox: Path, *, cli: bool) -> Path:
             + recipe.get("suffix", "")
         )
         path.write_text(text, encoding="utf-8")
+    if case.deep:
+        make_deep(repo, case.deep)
     return repo
+
+
+def make_deep(repo: Path, recipe: dict[str, Any]) -> None:
+    """`recipe["count"]` nested folders called `recipe["segment"]`, made one at a time by
+    descriptor (their path is longer than the system lets a path be), and `recipe["files"]` in
+    the innermost one."""
+    folder = os.open(repo, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for _ in range(recipe["count"]):
+            os.mkdir(recipe["segment"], dir_fd=folder)
+            inner = os.open(recipe["segment"], os.O_RDONLY | os.O_DIRECTORY, dir_fd=folder)
+            os.close(folder)
+            folder = inner
+        for name, text in recipe["files"].items():
+            handle = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644, dir_fd=folder)
+            try:
+                os.write(handle, text.encode())
+            finally:
+                os.close(handle)
+    finally:
+        os.close(folder)
 
 
 # --- reading a case in process ----------------------------------------------------------------

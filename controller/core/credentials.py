@@ -64,8 +64,12 @@ _CONTEXT_FILES = re.compile(
 )
 """Build-context files, besides the Dockerfile, where package managers read index URLs."""
 MAX_SCANNED = 1024 * 1024
-_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f\x85\u2028\u2029]")
-"""Characters that would start a new Dockerfile line or a terminal escape sequence (tabs pass)."""
+_CONTROL = re.compile(
+    r"[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]"
+)
+"""Characters that would start a new Dockerfile line or a terminal escape sequence, or reorder
+what a terminal shows (bidirectional overrides); tabs pass."""
+CONTROL_KINDS = "a line break, an escape sequence or a bidirectional override"
 
 
 def credential_in(text: str) -> str | None:
@@ -124,6 +128,7 @@ def secret_named(name: str, value: str) -> bool:
 def _strings(env: Environment) -> Iterator[tuple[str, str]]:
     """(what, text) of every string the environment sends into its image or an output."""
     build = env.build
+    yield "the folder's path", env.path
     yield "the name", env.name
     if env.version:
         yield "the version", env.version
@@ -158,7 +163,7 @@ def check(env: Environment) -> Environment:
     try:
         for what, text in _strings(env):
             if _CONTROL.search(text):
-                raise SpecError(origin, f"{what} holds a control character (a line break?)")
+                raise SpecError(origin, f"{what} holds a control character ({CONTROL_KINDS})")
             if (kind := credential_in(text)) is not None:
                 raise SpecError(origin, f"{what} carries {kind}; {_FIX}")
         for name, value in (*env.build.environment, *_conda_variables(env)):
@@ -188,18 +193,31 @@ def _check_context(env: Environment, origin: str) -> None:
             continue
         path = _repository_path(env, item.path, origin)
         if item.path == build.dockerfile_path:
-            text = item.data.decode("utf-8", errors="replace")
-            for instruction in instructions(text):
-                kind = credential_in(instruction.arguments)
-                if kind is None and instruction.keyword in ("ENV", "ARG"):
-                    kind = _secret_assignment(instruction.arguments)
-                if kind is not None:
-                    line = instruction.first + 1
-                    raise SpecError(path, f"{instruction.keyword} on line {line} carries {kind}")
+            _check_dockerfile(item.data.decode("utf-8", errors="replace"), path)
         elif _CONTEXT_FILES.search(item.path):
             kind = credential_in(item.data.decode("utf-8", errors="replace"))
             if kind is not None:
                 raise SpecError(path, f"this build-context file carries {kind}; {_FIX}")
+
+
+def _check_dockerfile(text: str, path: str) -> None:
+    """Every instruction (continuations joined), then every physical line: heredoc bodies and
+    comments hold what a joined instruction may not."""
+    keyword_of: dict[int, str] = {}
+    for instruction in instructions(text):
+        kind = credential_in(instruction.arguments)
+        if kind is None and instruction.keyword in ("ENV", "ARG"):
+            kind = _secret_assignment(instruction.arguments)
+        if kind is not None:
+            first = instruction.first + 1
+            raise SpecError(path, f"{instruction.keyword} on line {first} carries {kind}; {_FIX}")
+        for number in range(instruction.first, instruction.last + 1):
+            keyword_of[number] = instruction.keyword
+    for number, line in enumerate(text.removeprefix("\ufeff").split("\n")):
+        kind = credential_in(line)
+        if kind is not None:
+            where = f"{keyword_of[number]} on line" if number in keyword_of else "line"
+            raise SpecError(path, f"{where} {number + 1} carries {kind}; {_FIX}")
 
 
 def _secret_assignment(arguments: str) -> str | None:

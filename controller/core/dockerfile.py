@@ -229,12 +229,15 @@ def read_dockerfile(text: str, platform: str = "linux/amd64") -> DockerfileFacts
     return DockerfileFacts(has_from, tuple(images), problem)
 
 
+_WHERE = {"from": "FROM", "copy": "COPY --from", "mount": "RUN --mount from="}
+
+
 def check_dockerfile(facts: DockerfileFacts, path: str) -> None:
     """Refuse a Dockerfile that cannot be built as written, naming the file and the problem."""
     if facts.problem is not None:
         raise SpecError(path, facts.problem)
     for use in facts.images:
-        check_image_reference(use.reference, path)
+        check_image_reference(use.reference, path, f"{_WHERE[use.where]} on line {use.first + 1}")
 
 
 def declared_args(text: str) -> frozenset[str]:

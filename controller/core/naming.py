@@ -95,7 +95,9 @@ def tag_for(content_hash: str) -> str:
     return content_hash.removeprefix("sha256:")[:TAG_LENGTH]
 
 
-def check_image_reference(reference: str, origin: str) -> str:
+def check_image_reference(
+    reference: str, origin: str, what: str = "the base image reference"
+) -> str:
     """A base image reference as Docker reads it (host, path, tag, digest); refused if malformed.
 
     A reference that carries credentials (`user:secret@host/...`, a URL with user-info) is
@@ -105,8 +107,8 @@ def check_image_reference(reference: str, origin: str) -> str:
     if "://" in ref or "@" in ref.split("/", 1)[0] or find_url_credentials(ref):
         raise SpecError(
             origin,
-            "the base image reference carries credentials or a URL scheme; give a plain "
-            "reference and configure the registry's credentials as a secret reference",
+            f"{what} carries credentials or a URL scheme; give a plain reference and "
+            "configure the registry's credentials as a secret reference",
         )
     match = _REFERENCE.fullmatch(ref)
     if not ref or match is None:

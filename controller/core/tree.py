@@ -101,6 +101,12 @@ def within(path: str, folders: set[str]) -> bool:
         path = parent(path)
 
 
+def encloses(folder: str, inner: str) -> bool:
+    """True when `folder` is a strict ancestor of the folder `inner` (the root encloses all
+    but itself)."""
+    return folder != inner and (not folder or inner.startswith(folder + "/"))
+
+
 def join(folder: str, name: str) -> str:
     return f"{folder}/{name}" if folder else name
 

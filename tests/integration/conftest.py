@@ -17,6 +17,7 @@ import docker.errors
 import pytest
 
 from tests.canaries import record_output
+from tests.integration.controller_process import Launcher
 from tests.integration.infra import (
     Certs,
     Registry,
@@ -164,3 +165,22 @@ def envship(tmp_path: Path, engine: docker.DockerClient, target: Registry, certs
     home = tmp_path / "home"
     home.mkdir()
     return Envship(home, target, certs)
+
+
+@pytest.fixture
+def launch(
+    tmp_path: Path,
+    engine: object,
+    target: Registry,
+    public_bases: Registry,
+    certs: Certs,
+) -> Iterator[Launcher]:
+    launcher = Launcher(tmp_path, target, certs, f"{public_bases.host}/base/busybox:1", [])
+    try:
+        yield launcher
+    finally:
+        for controller in launcher.started:
+            if controller.process.poll() is None:
+                controller.process.kill()
+                controller.process.wait(10)
+            record_output(*controller.output())

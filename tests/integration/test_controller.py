@@ -6,86 +6,17 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import os
 import signal
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
-import pytest
-import requests
-import yaml
-
-from tests.canaries import canary, record_output
+from tests.canaries import record_output
 from tests.integration.conftest import ROOT
-from tests.integration.infra import Certs, Registry, free_port
+from tests.integration.controller_process import GRACE, Launcher, wait_until
+from tests.integration.infra import Registry
 from tests.test_gitsource import Upstream
-
-GRACE = 30
-
-
-@dataclass
-class Controller:
-    process: subprocess.Popen[bytes]
-    url: str
-    stdout: Path
-    stderr: Path
-    env: dict[str, str]
-
-    def get(self, path: str) -> requests.Response:
-        return requests.get(self.url + path, timeout=10)
-
-    def status(self) -> dict[str, Any]:
-        response = self.get("/status")
-        response.raise_for_status()
-        return dict(response.json())
-
-    def envs(self) -> dict[str, dict[str, Any]]:
-        return {env["name"]: env for env in self.status()["environments"]}
-
-    def metric(self, name: str, **labels: str) -> float:
-        """The sum of the samples of `name` whose labels include `labels`."""
-        total = 0.0
-        for line in self.get("/metrics").text.splitlines():
-            if not line.startswith(name + "{"):
-                continue
-            series, value = line.rsplit(" ", 1)
-            if all(f'{k}="{v}"' in series for k, v in labels.items()):
-                total += float(value)
-        return total
-
-    def hook(self, body: bytes, headers: dict[str, str]) -> requests.Response:
-        return requests.post(
-            self.url + "/hooks/github",
-            data=body,
-            headers={"Content-Type": "application/json", "X-GitHub-Event": "push", **headers},
-            timeout=10,
-        )
-
-    def output(self) -> tuple[str, str]:
-        return (
-            self.stdout.read_text(errors="replace") if self.stdout.exists() else "",
-            self.stderr.read_text(errors="replace") if self.stderr.exists() else "",
-        )
-
-
-def wait_until(check: Callable[[], bool], timeout: float, what: str, process: Controller) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.process.poll() is not None:
-            raise AssertionError(f"envship run exited ({process.process.returncode}) before {what}")
-        try:
-            if check():
-                return
-        except (requests.RequestException, KeyError, ValueError):
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def specs(base: str, marker: str) -> dict[str, str]:
@@ -95,89 +26,6 @@ def specs(base: str, marker: str) -> dict[str, str]:
         "envs/broken/azureml_environment.json": "{not json",
         "README.md": "the team's environments\n",
     }
-
-
-@dataclass
-class Launcher:
-    tmp_path: Path
-    target: Registry
-    certs: Certs
-    base: str
-    started: list[Controller]
-
-    def __call__(
-        self, files: dict[str, str], *, grace: float = GRACE
-    ) -> tuple[Controller, Upstream, str]:
-        """`envship run` on a new bare repository holding `files` (specs under envs/)."""
-        folder = self.tmp_path / f"run{len(self.started)}"
-        folder.mkdir()
-        upstream = Upstream(folder / "specs.git")
-        upstream.commit(files)
-        hook_secret = canary("webhook")
-        port = free_port()
-        config = {
-            "git": {
-                "url": upstream.path.as_uri(),
-                "ref": "main",
-                "cacheDir": str(folder / "cache"),
-            },
-            "specs": {"root": "envs"},
-            "registry": {
-                "url": f"{self.target.host}/ctl",
-                "caFile": self.certs.ca_file,
-                "credentials": {
-                    "username": "env:ENVSHIP_TEST_USER",
-                    "password": "env:ENVSHIP_TEST_PASS",
-                },
-            },
-            "builds": {"jobs": 2},
-            # Long enough that only the webhooks of the test trigger reconciles.
-            "intervals": {"reconcile": 600, "resync": 3600, "jitter": 0.05, "grace": grace},
-            "http": {"port": port},
-            "webhooks": {"github": "env:ENVSHIP_TEST_HOOK"},
-        }
-        config_file = folder / "cfg.yaml"
-        config_file.write_text(yaml.safe_dump(config))
-        home = folder / "home"
-        home.mkdir()
-        env = {
-            **os.environ,
-            "HOME": str(home),
-            "ENVSHIP_TEST_USER": self.target.username or "",
-            "ENVSHIP_TEST_PASS": self.target.password or "",
-            "ENVSHIP_TEST_HOOK": hook_secret,
-        }
-        stdout, stderr = folder / "stdout.log", folder / "stderr.log"
-        with stdout.open("wb") as out, stderr.open("wb") as err:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "controller.cli", "run", "--config", str(config_file)],
-                stdout=out,
-                stderr=err,
-                env=env,
-                cwd=ROOT,
-            )
-        controller = Controller(process, f"http://127.0.0.1:{port}", stdout, stderr, env)
-        self.started.append(controller)
-        return controller, upstream, hook_secret
-
-
-@pytest.fixture
-def launch(
-    tmp_path: Path,
-    engine: object,
-    target: Registry,
-    public_bases: Registry,
-    certs: Certs,
-) -> Iterator[Launcher]:
-    launcher = Launcher(tmp_path, target, certs, f"{public_bases.host}/base/busybox:1", [])
-    try:
-        yield launcher
-    finally:
-        for controller in launcher.started:
-            if controller.process.poll() is None:
-                controller.process.kill()
-                controller.process.wait(10)
-            record_output(*controller.output())
 
 
 def head(upstream: Upstream) -> str:

@@ -18,7 +18,7 @@ from controller.core.model import BuildSpec, Environment, Kind, PythonSetup
 from controller.core.naming import check_image_reference, implicit_name
 from controller.core.specs.base import Claims, Detection, Folder, Found, ReadSettings
 from controller.core.specs.common import check_build_dockerfile, collect_context, platform_of
-from controller.core.tree import TreeView, join, normalize_reference, parent
+from controller.core.tree import TreeView, encloses, join, normalize_reference, parent
 
 SCHEMA_MARK = "environment.schema.json"
 KEYS = frozenset(
@@ -74,6 +74,8 @@ class AmlV2:
         if not is_v2_document(doc):
             return Claims()
         conda, build = referenced_paths(doc, path)
+        if build is not None and encloses(build, parent(path)):
+            build = None  # a context above the spec: the environments in it stay environments
         return Claims((conda,) if conda else (), ((build, "build"),) if build is not None else ())
 
     def detect(self, folder: Folder) -> Detection | None:

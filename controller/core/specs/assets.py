@@ -42,7 +42,7 @@ from controller.core.specs.base import (
 )
 from controller.core.specs.common import check_build_dockerfile
 from controller.core.templates import find, render
-from controller.core.tree import TreeView, join, normalize_reference
+from controller.core.tree import TreeView, encloses, join, normalize_reference
 
 ASSET = "asset.yaml"
 EXTRA_CONFIG = "environment.yaml"
@@ -74,6 +74,8 @@ class Assets:
             target = normalize_reference(posixpath.dirname(path), folder, origin=path)
         except SpecError:
             return NO_CLAIMS
+        if encloses(target, posixpath.dirname(path)):
+            return NO_CLAIMS  # a context above the asset: the environments in it stay so
         return Claims(folders=((target, "context"),))
 
     def detect(self, folder: Folder) -> Detection | None:
@@ -101,6 +103,11 @@ class Assets:
         image = _image_section(view, asset.config_path)
         context = image["context"]
         context_dir = optional_str(context.get("dir"), asset.config_path, "image.context.dir")
+        context_path = (
+            normalize_reference(folder, context_dir, origin=asset.config_path)
+            if context_dir
+            else None
+        )
         dockerfile = (
             optional_str(context.get("dockerfile"), asset.config_path, "image.context.dockerfile")
             or DEFAULT_DOCKERFILE
@@ -134,8 +141,8 @@ class Assets:
             if looked_up:
                 build = replace(build, base_image=raw_image)
             build = replace(build, placeholders=find(build.context, templates, build.base_image))
-            if context_dir and not build.placeholders:
-                check_build_dockerfile(build, join(folder, context_dir))
+            if context_path is not None and not build.placeholders:
+                check_build_dockerfile(build, context_path)
         files = (asset.path, asset.config_path, *env.files)
         return replace(
             env, kind=self.kind, path=folder, files=files, build=build, name=env.name or found.name
