@@ -125,6 +125,24 @@ def test_v2_may_reference_outside_the_root_but_not_outside_the_repository():
     assert "leaves the repository" in items["specs/b.yml"].error
 
 
+def test_a_build_context_above_its_spec_does_not_hide_the_environments_in_it():
+    # `build.path: ..` takes the team folder as the context; its neighbours stay environments,
+    # while a context folder of its own (beside the spec, below it) is still no environment.
+    items = plan_files(
+        {
+            "team/app/env.yml": "name: app\nbuild:\n  path: ..\n  dockerfile_path: app/Dockerfile\n",
+            "team/app/Dockerfile": "FROM busybox:1\n",
+            "team/other/requirements.txt": "numpy\n",
+            "team/tool/env.yml": "name: tool\nbuild:\n  path: docker\n",
+            "team/tool/docker/Dockerfile": "FROM busybox:1\n",
+        }
+    )
+    assert items["team/app/env.yml"].action == "build"
+    assert items["team/other"].action == "build"
+    assert items["team/tool/env.yml"].action == "build"
+    assert "team/tool/docker" not in items
+
+
 def test_every_conda_file_of_a_folder_is_an_environment_named_by_its_file():
     items = plan_files(
         {
