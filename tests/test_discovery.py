@@ -130,7 +130,9 @@ def test_a_build_context_above_its_spec_does_not_hide_the_environments_in_it():
     # while a context folder of its own (beside the spec, below it) is still no environment.
     items = plan_files(
         {
-            "team/app/env.yml": "name: app\nbuild:\n  path: ..\n  dockerfile_path: app/Dockerfile\n",
+            "team/app/env.yml": (
+                "name: app\nbuild:\n  path: ..\n  dockerfile_path: app/Dockerfile\n"
+            ),
             "team/app/Dockerfile": "FROM busybox:1\n",
             "team/other/requirements.txt": "numpy\n",
             "team/tool/env.yml": "name: tool\nbuild:\n  path: docker\n",
