@@ -7,7 +7,8 @@ slow or idle sockets could starve the liveness probe. Here every connection is t
 - idle (no request under way) longer than `idle_timeout`: closed (the keep-alive limit; a new
   connection that sends nothing counts as idle);
 - a request's headers not complete `header_timeout` after its first byte: closed (slowloris);
-- a body not read within `body_timeout`: 408 and closed (`controller.web` reads bodies under it);
+- a body not read within `body_timeout`: 408 and closed (`controller.web` reads bodies under it;
+  what is still being sent is drained for at most a second first);
 - at `max_connections` open, a new connection closes the connection idle the longest, so a
   probe is served while a flood of idle sockets is not; when every connection is inside a
   request, the new one is closed at once. The cap is kept below the process's descriptor limit.
@@ -35,6 +36,11 @@ FD_RESERVE = 64
 """File descriptors kept for everything but HTTP connections (git, engine, registries, logs)."""
 SWEEP_EVERY = 0.5
 """Seconds between two looks for connections past their deadline."""
+BACKLOG = FD_RESERVE // 2
+"""Connections accepted in one go (asyncio accepts up to the listen backlog before any is
+admitted): with the cap, the descriptors in use stay below the limit."""
+LINGER = 1.0
+"""Seconds a connection whose body was not read to its end is drained before it is closed."""
 
 
 @dataclass(frozen=True)
@@ -244,7 +250,7 @@ async def serve(
         access_log=None,
         handle_signals=False,
         keepalive_timeout=limits.idle_timeout,
-        lingering_time=min(10.0, limits.body_timeout),
+        lingering_time=LINGER,
     )
     await runner.setup()
     factory = runner.server
@@ -252,7 +258,7 @@ async def serve(
         raise RuntimeError("the runner made no server")
     loop = asyncio.get_running_loop()
     server = await loop.create_server(
-        lambda: guard.wrap(factory()), host or None, port, reuse_address=True
+        lambda: guard.wrap(factory()), host or None, port, reuse_address=True, backlog=BACKLOG
     )
     return Listener(runner, server, guard, asyncio.create_task(_sweep(guard)))
 

@@ -720,6 +720,14 @@ def test_unreachable_and_silent_servers_fail_quickly(upstream: Upstream, tmp_pat
     assert seconds < 10
 
 
+def test_the_git_cache_is_private_to_its_user(upstream: Upstream, tmp_path: Path) -> None:
+    upstream.commit({"envs/a/requirements.txt": "numpy\n"})
+    GitSource(GitSettings(str(upstream.path), "main", tmp_path / "cache"), SecretStore()).fetch()
+    cache = tmp_path / "cache"
+    assert (cache / "config").is_file()  # the bare repository itself
+    assert cache.stat().st_mode & 0o077 == 0, oct(cache.stat().st_mode)  # none may enter it
+
+
 def test_secrets_never_appear_in_settings_errors(tmp_path: Path) -> None:
     token = canary("git")
     with pytest.raises(ValueError, match="holds a user name and password") as caught:

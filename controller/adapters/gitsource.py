@@ -25,6 +25,7 @@ process killed in the middle of a fetch are removed when the cache is opened.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
 import re
@@ -425,6 +426,8 @@ class GitSource:
         if not repository.is_bare:
             raise GitSourceError(f"the git cache {path} is not a bare repository")
         _remove_leftovers_of_fetch(Path(repository.path))
+        with contextlib.suppress(OSError):  # a cache made before envship kept it private
+            os.chmod(path, 0o700)
         url = self.settings.fetch_url
         if REMOTE not in repository.remotes.names():
             repository.remotes.create(REMOTE, url)
@@ -443,6 +446,7 @@ class GitSource:
         building = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
         try:
             repository = pygit2.init_repository(os.fspath(building), bare=True)
+            os.chmod(building, 0o700)  # the cache is the controller's alone
             repository.remotes.create(REMOTE, self.settings.fetch_url)
             repository.config[f"remote.{REMOTE}.tagopt"] = "--no-tags"
             del repository
