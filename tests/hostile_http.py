@@ -111,6 +111,8 @@ class Observed:
     rss_peak_kib: int = 0
     answers: dict[int, int] = field(default_factory=dict)
     """Status -> count, for attacks that send whole requests."""
+    seconds: float = 0.0
+    """How long the attack took (the flood: from its first request to its last answer)."""
 
     @property
     def unanswered(self) -> int:
@@ -189,56 +191,62 @@ def _connect(port: int, count: int) -> list[socket.socket]:
     return sockets
 
 
-def slowloris(server: Server, connections: int, seconds: float) -> Observed:
-    """Connections that send a request's headers one byte every half second, never finishing."""
+def _hold(
+    server: Server,
+    connections: int,
+    seconds: float,
+    send: Callable[[socket.socket], None] | None = None,
+    drip: Callable[[socket.socket], None] | None = None,
+) -> Observed:
+    """Open `connections`, `send` on each, then watch until the server closes them (dripping
+    `drip` into the open ones) for `seconds`, probing all the while."""
     observed = Observed()
     with watched(server, observed):
         started = time.monotonic()
         sockets = _connect(server.port, connections)
         for s in sockets:
-            s.send(b"POST /hooks/github HTTP/1.1\r\nHost: envship\r\nX-Slow: ")
-        observed.held = _closed_after(
-            sockets, started, started + seconds, drip=lambda s: s.send(b"a")
-        )
+            if send is not None:
+                send(s)
+        observed.held = _closed_after(sockets, started, started + seconds, drip=drip)
         for s in sockets:
             s.close()
     return observed
+
+
+def slowloris(server: Server, connections: int, seconds: float) -> Observed:
+    """Connections that send a request's headers one byte every half second, never finishing."""
+
+    def start(s: socket.socket) -> None:
+        s.send(b"POST /hooks/github HTTP/1.1\r\nHost: envship\r\nX-Slow: ")
+
+    def drip(s: socket.socket) -> None:
+        s.send(b"a")
+
+    return _hold(server, connections, seconds, start, drip)
 
 
 def idle(server: Server, connections: int, seconds: float) -> Observed:
     """Connections that send nothing at all (more of them than the server may hold)."""
-    observed = Observed()
-    with watched(server, observed):
-        started = time.monotonic()
-        sockets = _connect(server.port, connections)
-        observed.held = _closed_after(sockets, started, started + seconds)
-        for s in sockets:
-            s.close()
-    return observed
+    return _hold(server, connections, seconds)
 
 
 def half_bodies(server: Server, connections: int, declared: int, sent: int,
                 seconds: float) -> Observed:  # fmt: skip
     """Webhooks that declare `declared` bytes of body, send `sent` of them and stall."""
-    observed = Observed()
-    with watched(server, observed):
-        started = time.monotonic()
-        sockets = _connect(server.port, connections)
-        head = (
-            "POST /hooks/github HTTP/1.1\r\nHost: envship\r\nContent-Type: application/json\r\n"
-            f"X-Hub-Signature-256: sha256={'0' * 64}\r\nContent-Length: {declared}\r\n\r\n"
-        ).encode()
-        for s in sockets:
-            s.setblocking(True)
-            s.settimeout(5)
-            s.sendall(head)
-            with contextlib.suppress(OSError):
-                s.sendall(b"x" * sent)
-            s.setblocking(False)
-        observed.held = _closed_after(sockets, started, started + seconds)
-        for s in sockets:
-            s.close()
-    return observed
+    head = (
+        "POST /hooks/github HTTP/1.1\r\nHost: envship\r\nContent-Type: application/json\r\n"
+        f"X-Hub-Signature-256: sha256={'0' * 64}\r\nContent-Length: {declared}\r\n\r\n"
+    ).encode()
+
+    def start(s: socket.socket) -> None:
+        s.setblocking(True)
+        s.settimeout(5)
+        s.sendall(head)
+        with contextlib.suppress(OSError):
+            s.sendall(b"x" * sent)
+        s.setblocking(False)
+
+    return _hold(server, connections, seconds, start)
 
 
 def flood(server: Server, requests: int, concurrency: int) -> Observed:
@@ -285,9 +293,11 @@ def flood(server: Server, requests: int, concurrency: int) -> Observed:
             connection.close()
 
     with watched(server, observed):
+        started = time.monotonic()
         threads = [threading.Thread(target=client, daemon=True) for _ in range(concurrency)]
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join(300)
+        observed.seconds = time.monotonic() - started
     return observed
