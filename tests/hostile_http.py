@@ -156,11 +156,12 @@ def watched(server: Server, observed: Observed) -> Iterator[None]:
         thread.join(PROBE_TIMEOUT * 2)
 
 
-def _closed_after(sockets: list[socket.socket], started: float, until: float,
+def _closed_after(connected: dict[socket.socket, float], until: float,
                   drip: Callable[[socket.socket], None] | None = None,
                   every: float = 0.5) -> list[float | None]:  # fmt: skip
-    """Seconds until each socket was closed by the server (EOF or reset), dripping `drip` into
-    the open ones every `every` seconds, until `until` (monotonic)."""
+    """Seconds from each socket's connection until the server closed it (EOF or reset),
+    dripping `drip` into the open ones every `every` seconds, until `until` (monotonic)."""
+    sockets = list(connected)
     closed: dict[socket.socket, float] = {}
     next_drip = time.monotonic() + every
     while len(closed) < len(sockets) and time.monotonic() < until:
@@ -172,7 +173,7 @@ def _closed_after(sockets: list[socket.socket], started: float, until: float,
             except OSError:
                 data = b""
             if not data:
-                closed[s] = time.monotonic() - started
+                closed[s] = time.monotonic() - connected[s]
         if drip is not None and time.monotonic() >= next_drip:
             next_drip += every
             for s in open_ones:
@@ -182,13 +183,15 @@ def _closed_after(sockets: list[socket.socket], started: float, until: float,
     return [closed.get(s) for s in sockets]
 
 
-def _connect(port: int, count: int) -> list[socket.socket]:
-    sockets = []
+def _connect(port: int, count: int) -> dict[socket.socket, float]:
+    """`count` connections, each with when it was made (a connection the server's accept queue
+    had no room for is made a second or so later, when the client tries again)."""
+    connected = {}
     for _ in range(count):
         s = socket.create_connection(("127.0.0.1", port), timeout=5)
         s.setblocking(False)
-        sockets.append(s)
-    return sockets
+        connected[s] = time.monotonic()
+    return connected
 
 
 def _hold(
@@ -207,7 +210,7 @@ def _hold(
         for s in sockets:
             if send is not None:
                 send(s)
-        observed.held = _closed_after(sockets, started, started + seconds, drip=drip)
+        observed.held = _closed_after(sockets, started + seconds, drip=drip)
         for s in sockets:
             s.close()
     return observed
