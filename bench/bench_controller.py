@@ -233,16 +233,16 @@ class BuildStarts(logging.Handler):
 def inner(scratch: Path, host: str, count: int, profile: bool) -> dict[str, Any]:  # noqa: PLR0915
     from generate import ROOT  # noqa: PLC0415
 
-    from controller import controller as controller_module  # noqa: PLC0415
     from controller.adapters.builder import BuildError  # noqa: PLC0415
     from controller.adapters.gitsource import GitSettings, GitSource  # noqa: PLC0415
     from controller.adapters.registries import RegistryPool, RegistrySettings  # noqa: PLC0415
     from controller.adapters.secrets import SecretStore  # noqa: PLC0415
     from controller.core.discovery import DiscoveryOptions  # noqa: PLC0415
     from controller.core.naming import implicit_name, tag_for  # noqa: PLC0415
-    from controller.metrics import Metrics  # noqa: PLC0415
-    from controller.sync import Sync, SyncOptions, Target  # noqa: PLC0415
-    from controller.web import WebhookSecrets, make_app, start_server  # noqa: PLC0415
+    from controller.http.app import WebhookSecrets, make_app, start_server  # noqa: PLC0415
+    from controller.pipeline.sync import Sync, SyncOptions, Target  # noqa: PLC0415
+    from controller.service import controller as controller_module  # noqa: PLC0415
+    from controller.service.metrics import Metrics  # noqa: PLC0415
 
     work, bare, log_path = (
         scratch / "work",

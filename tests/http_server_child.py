@@ -18,9 +18,9 @@ from typing import Any
 
 from aiohttp import web
 
-from controller.metrics import Metrics
-from controller.web import WebhookSecrets, make_app, start_server
-from controller.webserver import Limits
+from controller.http.app import WebhookSecrets, make_app, start_server
+from controller.http.server import Limits
+from controller.service.metrics import Metrics
 
 WEBHOOK_SECRET = "hostile-http-test-secret"
 

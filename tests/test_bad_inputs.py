@@ -444,7 +444,15 @@ def test_plaintext_password_is_never_echoed(tmp_path: Path) -> None:
         assert PASSWORD not in result.stdout
         assert PASSWORD not in result.stderr
     refused = subprocess.run(
-        [sys.executable, "-m", "controller.cli", "render", "with-password", "--path", str(repo)],
+        [
+            sys.executable,
+            "-m",
+            "controller.cli",
+            "render",
+            "with-password",
+            "--path",
+            str(repo),
+        ],
         cwd=tmp_path,
         env={**os.environ, "PYTHONPATH": str(REPOSITORY)},
         capture_output=True,

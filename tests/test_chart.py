@@ -23,7 +23,7 @@ import yaml
 from kubernetes_validate.utils import SchemaNotFoundError
 from pydantic import BaseModel
 
-from controller.config import Config, load
+from controller.service.config import Config, load
 
 ROOT = Path(__file__).resolve().parent.parent
 CHART = ROOT / "helm" / "envship"
@@ -344,7 +344,7 @@ def test_rendered_config_loads_in_the_controller(case: str, tmp_path: Path) -> N
     written.pop("leaderElection", None)
     assert written == expected
     if "leaderElection" in rendered_config(manifests):
-        # the model must know the section (another change adds it to controller.config)
+        # the model must know the section (another change adds it to controller.service.config)
         dumped = config.model_dump(by_alias=True)
         assert dumped["leaderElection"]["enabled"] is True
         assert dumped["leaderElection"]["leaseName"] == RELEASE

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from controller.config import ConfigError, load
+from controller.service.config import ConfigError, load
 
 MINIMAL = """
 git:

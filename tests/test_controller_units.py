@@ -26,8 +26,7 @@ from click.testing import CliRunner
 from controller.adapters.gitsource import GitSettings, GitSource, GitSourceError, Revision
 from controller.adapters.redact import REDACTOR
 from controller.adapters.secrets import SecretStore
-from controller.cli import main
-from controller.controller import Controller, GcPolicy
+from controller.cli.main import main
 from controller.core.backoff import Backoff
 from controller.core.discovery import DiscoveryOptions
 from controller.core.hashing import content_hash
@@ -35,9 +34,10 @@ from controller.core.model import Environment
 from controller.core.naming import tag_for
 from controller.core.plan import plan
 from controller.core.tree import SourceTree
-from controller.logs import JsonFormatter
-from controller.metrics import Metrics
-from controller.sync import Reporter, Result
+from controller.pipeline.sync import Reporter, Result
+from controller.service.controller import Controller, GcPolicy
+from controller.service.logs import JsonFormatter
+from controller.service.metrics import Metrics
 from tests.test_gitsource import Upstream
 
 BASE = "registry.test/base/busybox:1"
@@ -521,9 +521,9 @@ def test_a_secret_reference_that_cannot_be_read_is_named_on_status_and_readiness
 
     from aiohttp.test_utils import TestClient, TestServer  # noqa: PLC0415
 
-    from controller.assembly import unreadable_secrets  # noqa: PLC0415
-    from controller.config import load  # noqa: PLC0415
-    from controller.web import WebhookSecrets, make_app  # noqa: PLC0415
+    from controller.compose import unreadable_secrets  # noqa: PLC0415
+    from controller.http.app import WebhookSecrets, make_app  # noqa: PLC0415
+    from controller.service.config import load  # noqa: PLC0415
 
     caplog.set_level(logging.INFO, "envship")
     hook = tmp_path / "hook-secret"

@@ -59,7 +59,15 @@ def test_hashes_do_not_depend_on_the_interpreter_run():
     outputs = set()
     for seed in ("0", "1", "12345"):
         result = subprocess.run(
-            [sys.executable, "-m", "controller.cli", "plan", str(ROOT / "specs"), "-o", "json"],
+            [
+                sys.executable,
+                "-m",
+                "controller.cli",
+                "plan",
+                str(ROOT / "specs"),
+                "-o",
+                "json",
+            ],
             capture_output=True,
             text=True,
             env={**os.environ, "PYTHONHASHSEED": seed},

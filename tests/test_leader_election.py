@@ -42,11 +42,11 @@ from controller.adapters.lease import (
     default_namespace,
 )
 from controller.adapters.secrets import SecretStore
-from controller.config import ConfigError, load
-from controller.controller import Controller
 from controller.core.discovery import DiscoveryOptions
-from controller.metrics import Metrics
-from controller.web import WebhookSecrets, make_app
+from controller.http.app import WebhookSecrets, make_app
+from controller.service.config import ConfigError, load
+from controller.service.controller import Controller
+from controller.service.metrics import Metrics
 from tests.canaries import canary, record_output
 from tests.kube_standin import KubeStandin
 from tests.test_gitsource import Upstream
@@ -797,7 +797,10 @@ def test_a_follower_without_a_leader_address_is_not_ready_and_relays_nothing_unt
 def test_without_leader_election_kubernetes_is_not_imported() -> None:
     code = (
         "import sys\n"
-        "from controller import assembly, cli, config, web\n"
+        "from controller import compose as assembly\n"
+        "from controller.cli import main as cli\n"
+        "from controller.http import app as web\n"
+        "from controller.service import config\n"
         "settings = config.Config(git={'url': 'https://example.org/s.git'}, "
         "registry={'url': 'r.test/p'})\n"
         "made, _ = assembly.from_config(settings)\n"

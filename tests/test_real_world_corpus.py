@@ -24,7 +24,7 @@ from controller.core.discovery import discover
 from controller.core.model import Environment, base_references
 from controller.core.plan import PlanItem, plan
 from controller.core.templates import fill
-from controller.resolve import Resolver
+from controller.pipeline.resolve import Resolver
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 SNAPSHOT = REPOSITORY / "tests" / "corpus" / "real-world"

@@ -20,7 +20,7 @@ from controller.core.hashing import content_hash, hash_input
 from controller.core.model import BuildSpec, ContextFile, PythonSetup
 from controller.core.plan import plan
 from controller.core.render import render
-from controller.sync import Target
+from controller.pipeline.sync import Target
 from tests.helpers import plan_files
 
 DOCKERFILE = """ARG BASE=ubuntu:22.04

@@ -1,4 +1,4 @@
-"""The controller's HTTP surface (controller.web) through aiohttp's test client, against a fake
+"""The controller's HTTP surface (controller.http.app) through aiohttp's test client, against a fake
 controller, and the status board it serves (controller.status)."""
 
 from __future__ import annotations
@@ -22,11 +22,11 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from multidict import CIMultiDict
 
-from controller import web as controller_web
 from controller.adapters.redact import REDACTOR
-from controller.metrics import Metrics
-from controller.status import EnvStatus, Phase, StatusBoard, utc_iso
-from controller.web import WebhookSecrets, make_app, relay_origin, start_server
+from controller.http import app as controller_web
+from controller.http.app import WebhookSecrets, make_app, relay_origin, start_server
+from controller.service.metrics import Metrics
+from controller.service.status import EnvStatus, Phase, StatusBoard, utc_iso
 from tests.canaries import canary, record_output
 
 GITHUB = canary("webhook")

@@ -1,4 +1,4 @@
-"""Webhook verification (controller.webhooks): pure functions, constant-time, never raising."""
+"""Webhook verification (controller.http.webhooks): pure functions, constant-time, never raising."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from multidict import CIMultiDict
 
-from controller import webhooks
-from controller.webhooks import (
+from controller.http import webhooks
+from controller.http.webhooks import (
     github_event,
     verify_azure_devops,
     verify_bearer,

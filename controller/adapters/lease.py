@@ -31,7 +31,7 @@ shutdown, its `LeaseLock` builds its own API client from the global configuratio
 inject), and a renewal that hangs in an HTTP call is not cut off at the renew deadline.
 
 What to do when the leadership is lost is the caller's decision (`on_stopped_leading`);
-`envship run` exits the process (see `controller.cli`).
+`envship run` exits the process (see `controller.cli.main`).
 
 The kubernetes library is slow to import: this module is imported only when leader election is
 enabled.

@@ -25,7 +25,7 @@ from controller.adapters.secrets import CredentialRefs, SecretRef
 from controller.core.discovery import DiscoveryOptions, discover
 from controller.core.model import Environment
 from controller.core.naming import tag_for
-from controller.sync import Reporter, Sync, SyncOptions, Target
+from controller.pipeline.sync import Reporter, Sync, SyncOptions, Target
 from tests.canaries import canary, secret_file
 from tests.integration.acr_standin import AcrStandIn, Counts
 from tests.integration.identity import EntraIssuer, IssuingCredential

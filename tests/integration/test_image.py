@@ -129,7 +129,7 @@ def test_the_build_context_holds_only_what_the_image_needs(tmp_path: Path) -> No
         ".venv/bin/python",
         ".git/config",
         ".env",
-        "build/lib/controller/cli.py",
+        "build/lib/controller/cli/main.py",
         "envship.egg-info/PKG-INFO",
     ]
     for name in files:

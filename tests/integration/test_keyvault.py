@@ -13,7 +13,7 @@ from controller.adapters.folder import FolderTree
 from controller.adapters.registries import RegistryPool, RegistrySettings
 from controller.adapters.secrets import CredentialRefs, SecretError, SecretRef, SecretStore
 from controller.core.discovery import DiscoveryOptions, discover
-from controller.sync import Reporter, Sync, SyncOptions, Target
+from controller.pipeline.sync import Reporter, Sync, SyncOptions, Target
 from tests.canaries import record_output
 from tests.integration.identity import EntraIssuer, IssuingCredential
 from tests.integration.infra import (

@@ -51,16 +51,16 @@ from controller.core.gc import TagInfo
 from controller.core.hashing import content_hash
 from controller.core.model import Environment
 from controller.core.tree import SourceTree
-from controller.metrics import Metrics
-from controller.status import EnvStatus, Phase, StatusBoard, utc_iso
-from controller.sync import Reporter, Result, Sync, SyncOptions, Target
+from controller.pipeline.sync import Reporter, Result, Sync, SyncOptions, Target
+from controller.service.metrics import Metrics
+from controller.service.status import EnvStatus, Phase, StatusBoard, utc_iso
 
 log = logging.getLogger("envship.controller")
 
 OUTCOMES_KEPT = 256
 """Outcomes of past reconciles kept for `wait_for`."""
 REGISTRY_OUTAGE = "registry check failed"
-"""How `Sync.plan` words a registry that did not answer (see `controller.sync`)."""
+"""How `Sync.plan` words a registry that did not answer (see `controller.pipeline.sync`)."""
 BUILD_WORDS = ("building ", "pulling ", "pushing ", "reusing ")
 """Reporter lines that mean an environment's build has started."""
 STEP_WORDS = (*BUILD_WORDS, "pushed ", "failed: ", "copied ", "tagged ", "not tagged ")
@@ -217,7 +217,7 @@ def change_key(tree: SourceTree, env: Environment) -> Key:
 
 
 class Controller:
-    """Implements `controller.web.ControllerPort`. `start()` it, `stop(grace)` it."""
+    """Implements `controller.http.app.ControllerPort`. `start()` it, `stop(grace)` it."""
 
     election: Election | None = None
     """With leader election: `start()` it once leading; while it does not lead, triggers are

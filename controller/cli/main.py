@@ -13,8 +13,7 @@ from controller.adapters.gitinfo import provenance
 from controller.adapters.redact import redact
 from controller.adapters.registry import RegistryError
 from controller.adapters.secrets import SecretError
-from controller.cli_controller import run_command, status_command
-from controller.cli_options import (
+from controller.cli.options import (
     HASH_TAG_LENGTH,
     LOG_TAIL,
     BuildArgs,
@@ -30,14 +29,15 @@ from controller.cli_options import (
     table,
     visible,
 )
-from controller.cli_watch import watch_command
+from controller.cli.run import run_command, status_command
+from controller.cli.watch import watch_command
 from controller.core.discovery import Discovered
 from controller.core.explain import differences
 from controller.core.hashing import content_hash, hash_input
 from controller.core.model import BuildSpec, Environment
 from controller.core.plan import PlanItem, plan
 from controller.core.render import LABEL_INPUTS, render
-from controller.sync import Reporter, Result, Sync
+from controller.pipeline.sync import Reporter, Result, Sync
 
 
 def item_json(item: PlanItem) -> dict[str, Any]:

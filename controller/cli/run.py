@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from controller.adapters.redact import redact
-from controller.cli_options import (
+from controller.cli.options import (
     console,
     first_line,
     short_image,
@@ -42,17 +42,17 @@ from controller.cli_options import (
 def run_command(config_path: str, log_level: str) -> None:
     """Run the controller: reconcile the registry with git continuously, serve webhooks,
     status, probes and metrics over HTTP. SIGTERM stops it cleanly."""
-    from controller.config import ConfigError, load  # noqa: PLC0415 - pydantic is slow to import
+    from controller.service.config import ConfigError, load  # noqa: PLC0415 - pydantic is slow to import
 
     try:
         config = load(config_path)
     except ConfigError as exc:
         click.echo(f"envship: invalid configuration: {exc}", err=True)
         sys.exit(2)
-    from controller import logs  # noqa: PLC0415
-    from controller.assembly import from_config, webhook_secrets  # noqa: PLC0415
-    from controller.metrics import Metrics  # noqa: PLC0415
-    from controller.web import make_app  # noqa: PLC0415
+    from controller.compose import from_config, webhook_secrets  # noqa: PLC0415
+    from controller.http.app import make_app  # noqa: PLC0415
+    from controller.service import logs  # noqa: PLC0415
+    from controller.service.metrics import Metrics  # noqa: PLC0415
 
     metrics = Metrics()
     try:
@@ -158,7 +158,7 @@ def lease_lost() -> None:
 
 
 def http_limits(section: Any) -> Any:
-    from controller.webserver import Limits  # noqa: PLC0415
+    from controller.http.server import Limits  # noqa: PLC0415
 
     return Limits(
         header_timeout=section.header_timeout,
@@ -178,7 +178,7 @@ async def serve(
     With an `elector` (leader election) HTTP is served at once, the controller starts when the
     elector holds the Lease, and after the controller stopped the Lease is released, so another
     replica takes over within about one retry period."""
-    from controller.web import start_server  # noqa: PLC0415
+    from controller.http.app import start_server  # noqa: PLC0415
 
     log = logging.getLogger("envship")
     loop = asyncio.get_running_loop()

@@ -12,13 +12,13 @@ from controller.adapters.packageindex import PackageIndex
 from controller.adapters.redact import redact
 from controller.adapters.registries import RegistryPool, RegistrySettings
 from controller.adapters.secrets import SecretError, SecretRef, SecretStore
-from controller.config import Builds, Config
-from controller.controller import Controller, GcPolicy, SyncRunner
 from controller.core.discovery import DiscoveryOptions
 from controller.core.naming import validate_prefix
-from controller.metrics import Metrics
-from controller.sync import SyncOptions, Target
-from controller.web import WebhookSecrets
+from controller.http.app import WebhookSecrets
+from controller.pipeline.sync import SyncOptions, Target
+from controller.service.config import Builds, Config
+from controller.service.controller import Controller, GcPolicy, SyncRunner
+from controller.service.metrics import Metrics
 
 
 def package_index(builds: Builds, store: SecretStore, ca_file: str | None) -> PackageIndex:

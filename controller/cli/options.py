@@ -29,8 +29,8 @@ from controller.core.discovery import (
 )
 from controller.core.naming import validate_prefix
 from controller.core.specs.common import DEFAULT_BASE_IMAGE
-from controller.resolve import Resolver
-from controller.sync import Reporter, Sync, SyncOptions, Target
+from controller.pipeline.resolve import Resolver
+from controller.pipeline.sync import Reporter, Sync, SyncOptions, Target
 
 SHORT_HASH = 12
 HASH_TAG_LENGTH = 32

@@ -38,7 +38,7 @@ from controller.core.model import Environment, base_references
 from controller.core.naming import split_reference, tag_for
 from controller.core.plan import PlanItem, plan
 from controller.core.render import LABEL_HASH, render
-from controller.resolve import Resolver
+from controller.pipeline.resolve import Resolver
 
 INDEX_ARGS = frozenset({"PIP_EXTRA_INDEX_URL", "PIP_TRUSTED_HOST"})
 """The build arguments a Dockerfile declares to install from the private indexes."""

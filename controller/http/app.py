@@ -36,7 +36,7 @@ Deliveries: a GitHub, GitLab or generic webhook accepted once is remembered by i
 `X-Delivery-Id`) for an hour: a redelivery is answered 200 with the first ticket and
 `"duplicate": true`, and triggers nothing. Only verified requests are remembered.
 
-Connections and bodies are bounded (`controller.webserver`): idle, slow-header and slow-body
+Connections and bodies are bounded (`controller.http.server`): idle, slow-header and slow-body
 connections are closed, bodies are read by a bounded number of requests at once (503 with
 `Retry-After` beyond it; 408 for a body not sent in time).
 
@@ -63,8 +63,8 @@ from aiohttp import web
 from yarl import URL
 
 from controller.adapters.redact import REDACTOR, redact
-from controller.metrics import Metrics
-from controller.webhooks import (
+from controller.http.server import Limits, Listener, serve, track_requests
+from controller.http.webhooks import (
     Verdict,
     github_event,
     verify_azure_devops,
@@ -73,7 +73,7 @@ from controller.webhooks import (
     verify_github,
     verify_gitlab,
 )
-from controller.webserver import Limits, Listener, serve, track_requests
+from controller.service.metrics import Metrics
 
 log = logging.getLogger("envship.web")
 
@@ -139,7 +139,7 @@ class ControllerPort(Protocol):
         ...
 
     def status(self) -> dict[str, Any]:
-        """The status board's snapshot (`controller.status.StatusBoard.snapshot`)."""
+        """The status board's snapshot (`controller.service.status.StatusBoard.snapshot`)."""
         ...
 
     def ready(self) -> bool:

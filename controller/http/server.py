@@ -7,15 +7,15 @@ slow or idle sockets could starve the liveness probe. Here every connection is t
 - idle (no request under way) longer than `idle_timeout`: closed (the keep-alive limit; a new
   connection that sends nothing counts as idle);
 - a request's headers not complete `header_timeout` after its first byte: closed (slowloris);
-- a body not read within `body_timeout`: 408 and closed (`controller.web` reads bodies under it;
-  what is still being sent is drained for at most a second first);
+- a body not read within `body_timeout`: 408 and closed (`controller.http.app` reads bodies
+  under it; what is still being sent is drained for at most a second first);
 - at `max_connections` open, a new connection closes the connection idle the longest, so a
   probe is served while a flood of idle sockets is not; when every connection is inside a
   request, the new one is closed at once. The cap is kept below the process's descriptor limit.
 
 Request bodies held at once are bounded by `body_memory` bytes: each body read reserves its
 `Content-Length` (the body cap when it has none), and a request that does not fit is answered
-503 with `Retry-After` (`controller.web`).
+503 with `Retry-After` (`controller.http.app`).
 """
 
 from __future__ import annotations

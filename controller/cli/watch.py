@@ -13,7 +13,7 @@ from controller.adapters.folder import FolderTree
 from controller.adapters.gitinfo import provenance
 from controller.adapters.registries import RegistryPool
 from controller.adapters.secrets import SecretStore
-from controller.cli_options import (
+from controller.cli.options import (
     BuildArgs,
     Discovery,
     RegistryArgs,
@@ -26,7 +26,7 @@ from controller.cli_options import (
     short_reference,
 )
 from controller.core.discovery import DiscoveryOptions, discover
-from controller.sync import Reporter, Result
+from controller.pipeline.sync import Reporter, Result
 
 WATCH_OUTCOMES = ("built", "copied", "up-to-date", "failed")
 
@@ -58,7 +58,7 @@ def watch_command(
     import time  # noqa: PLC0415
 
     from controller.adapters.watch import Round, Watcher  # noqa: PLC0415 - watchdog
-    from controller.controller import SyncRunner  # noqa: PLC0415
+    from controller.service.controller import SyncRunner  # noqa: PLC0415
 
     where = target.target(discovery.prefix)
     # The first discovery checks --root and --prefix, forking its jobs before any thread runs;

@@ -1,0 +1,5 @@
+"""`python -m controller.cli`: the `envship` command."""
+
+from controller.cli.main import main
+
+main()
