@@ -38,7 +38,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT))
 from report import cpu_model, memory, write_docs  # noqa: E402
 
-from tests.hostile_http import (  # noqa: E402
+from tests.support.hostile_http import (  # noqa: E402
     Observed,
     Server,
     flood,

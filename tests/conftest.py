@@ -1,4 +1,5 @@
-"""Session-wide checks: no canary secret may appear in any output or temporary file."""
+"""Session-wide: every test under tests/integration is marked `integration`, and no canary secret
+may appear in any output or temporary file."""
 
 from __future__ import annotations
 
@@ -8,20 +9,19 @@ from pathlib import Path
 
 import pytest
 
-from tests import canaries
+from tests.support import canaries
+from tests.support.paths import TESTS
 
 _reports: list[str] = []
 
-INTEGRATION = Path(__file__).resolve().parent / "integration"
-SERVER_FIXTURES = {"served", "ssh"}
-"""Fixtures that start a real git server (git http-backend) or sshd."""
+INTEGRATION = TESTS / "integration"
+"""Tests that run real services (a Docker engine, registries, a git or ssh server)."""
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark what needs real services as `integration`: scripts/test --fast leaves it out."""
+    """Mark every test under tests/integration `integration`: scripts/test --fast leaves it out."""
     for item in items:
-        in_folder = INTEGRATION in Path(str(item.path)).parents
-        if in_folder or SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
+        if INTEGRATION in Path(str(item.path)).resolve().parents:
             item.add_marker(pytest.mark.integration)
 
 

@@ -1,12 +1,13 @@
 """Hostile and broken specs are refused one environment at a time, never with a traceback.
 
-Every folder of `tests/bad_inputs/` is a small repository with one valid environment
+Every folder of `tests/cases/bad_inputs/` is a small repository with one valid environment
 (`good/requirements.txt`) beside the bad ones; its `case.json` says what must be planned and what
-refused, with the file and a key phrase of each refusal (see `tests/bad_inputs/README.md`). Each
-case is copied to a temporary folder (where test-time symlinks, outside files and large files are
-made), then read twice: in process through the real filesystem adapter, and by `envship plan` run
-as a subprocess, in JSON and in table form. Both must agree with `case.json`, leak no secret or
-canary, and read nothing outside the repository.
+refused, with the file and a key phrase of each refusal (see `tests/cases/bad_inputs/README.md`;
+tests/support/bad_inputs.py loads them). Each case is copied to a temporary folder (where
+test-time symlinks, outside files and large files are made), then read twice: in process
+through the real filesystem adapter, and by `envship plan` run as a subprocess, in JSON and in
+table form. Both must agree with `case.json`, leak no secret or canary, and read nothing outside
+the repository.
 """
 
 from __future__ import annotations
@@ -14,13 +15,12 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
-import shutil
 import subprocess
 import sys
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,11 +30,9 @@ from controller.adapters.folder import FolderTree
 from controller.core.discovery import DiscoveryOptions, discover
 from controller.core.limits import Limits
 from controller.core.plan import plan
+from tests.support.bad_inputs import CASE_NAMES, CASES, Case, load_case, materialize
+from tests.support.paths import ROOT
 
-TESTS = Path(__file__).resolve().parent
-REPOSITORY = TESTS.parent
-CASES = TESTS / "bad_inputs"
-CASE_FILE = "case.json"
 GOOD = {"path": "good", "kind": "pip", "name": "good"}
 MARKER = "envship-pwned-marker"
 """File the payloads of the `yaml-python-tag` case would create in the working folder."""
@@ -42,61 +40,7 @@ CLI_TIMEOUT = 120
 ISOLATED_TIMEOUT = 120
 
 
-# --- the cases --------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Case:
-    name: str
-    about: str
-    planned: list[dict[str, Any]]
-    refused: list[dict[str, Any]]
-    secrets: tuple[str, ...] = ()
-    limits: dict[str, int] = field(default_factory=dict)
-    outside: dict[str, str] = field(default_factory=dict)
-    symlinks: dict[str, str] = field(default_factory=dict)
-    grow: tuple[str, ...] = ()
-    generate: dict[str, dict[str, Any]] = field(default_factory=dict)
-    deep: dict[str, Any] = field(default_factory=dict)
-    isolate: bool = False
-    xfail: dict[str, str] = field(default_factory=dict)
-    """Mode ("discover" or "cli") -> reason, for cases that show a known bug."""
-
-    def options(self, *, cli: bool) -> DiscoveryOptions:
-        # `envship plan` has no flag for limits, so the CLI always runs with the defaults.
-        return DiscoveryOptions(limits=Limits() if cli else Limits(**self.limits))
-
-
-def deep_path(recipe: dict[str, Any]) -> str:
-    return "/".join([recipe["segment"]] * recipe["count"])
-
-
-def load_case(name: str) -> Case:
-    raw = json.loads((CASES / name / CASE_FILE).read_text(encoding="utf-8"))
-    if "deep" in raw:  # "{deep}" in an expected path: the folder the recipe makes
-        for row in (*raw["planned"], *raw["refused"]):
-            row["path"] = row["path"].replace("{deep}", deep_path(raw["deep"]))
-    xfail = raw.get("xfail", {})
-    if isinstance(xfail, str):
-        xfail = {"discover": xfail, "cli": xfail}
-    return Case(
-        name=name,
-        about=raw["about"],
-        planned=raw["planned"],
-        refused=raw["refused"],
-        secrets=tuple(raw.get("secrets", ())),
-        limits=raw.get("limits", {}),
-        outside=raw.get("outside", {}),
-        symlinks=raw.get("symlinks", {}),
-        grow=tuple(raw.get("grow", ())),
-        generate=raw.get("generate", {}),
-        deep=raw.get("deep", {}),
-        isolate=raw.get("isolate", False),
-        xfail=xfail,
-    )
-
-
-CASE_NAMES = sorted(p.name for p in CASES.iterdir() if p.is_dir())
+# --- the cases (tests/support/bad_inputs.py) --------------------------------------------------
 
 
 def case_params(mode: str) -> list[Any]:
@@ -106,60 +50,6 @@ def case_params(mode: str) -> list[Any]:
         marks = [pytest.mark.xfail(strict=True, reason=reason)] if reason else []
         params.append(pytest.param(name, id=name, marks=marks))
     return params
-
-
-def materialize(case: Case, sandbox: Path, *, cli: bool) -> Path:
-    """Copy the case to `sandbox/repo` and make its test-time files; return the repository."""
-    repo = sandbox / "repo"
-    shutil.copytree(CASES / case.name, repo, ignore=shutil.ignore_patterns(CASE_FILE))
-    for relative, text in case.outside.items():
-        path = sandbox / relative
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
-    for relative, target in case.symlinks.items():
-        link = repo / relative
-        link.parent.mkdir(parents=True, exist_ok=True)
-        link.symlink_to(target.replace("{outside}", str(sandbox / "outside")))
-    limit = case.options(cli=cli).limits.max_spec_file_bytes
-    for relative in case.grow:
-        path = repo / relative
-        data = path.read_bytes()
-        path.write_bytes(data + b"\n" * (limit + 1 - len(data)))
-    for relative, recipe in case.generate.items():
-        path = repo / relative
-        path.parent.mkdir(parents=True, exist_ok=True)
-        times = recipe["times"]
-        text = (
-            recipe.get("prefix", "")
-            + recipe["repeat"] * times
-            + recipe.get("suffix_repeat", "") * times
-            + recipe.get("suffix", "")
-        )
-        path.write_text(text, encoding="utf-8")
-    if case.deep:
-        make_deep(repo, case.deep)
-    return repo
-
-
-def make_deep(repo: Path, recipe: dict[str, Any]) -> None:
-    """`recipe["count"]` nested folders called `recipe["segment"]`, made one at a time by
-    descriptor (their path is longer than the system lets a path be), and `recipe["files"]` in
-    the innermost one."""
-    folder = os.open(repo, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        for _ in range(recipe["count"]):
-            os.mkdir(recipe["segment"], dir_fd=folder)
-            inner = os.open(recipe["segment"], os.O_RDONLY | os.O_DIRECTORY, dir_fd=folder)
-            os.close(folder)
-            folder = inner
-        for name, text in recipe["files"].items():
-            handle = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644, dir_fd=folder)
-            try:
-                os.write(handle, text.encode())
-            finally:
-                os.close(handle)
-    finally:
-        os.close(folder)
 
 
 # --- reading a case in process ----------------------------------------------------------------
@@ -344,7 +234,7 @@ def test_case_in_process(case_name: str, tmp_path: Path, monkeypatch: pytest.Mon
 def run_plan(repo: Path, output: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     env = {
         **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(REPOSITORY), os.environ.get("PYTHONPATH", "")]),
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
     }
     return subprocess.run(
         [sys.executable, "-m", "controller.cli", "plan", str(repo), "--output", output],
@@ -454,7 +344,7 @@ def test_plaintext_password_is_never_echoed(tmp_path: Path) -> None:
             str(repo),
         ],
         cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(REPOSITORY)},
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
         capture_output=True,
         text=True,
         timeout=CLI_TIMEOUT,
@@ -527,7 +417,7 @@ def test_canary_outside_is_never_in_any_output(tmp_path: Path) -> None:
     repo = materialize(case, tmp_path, cli=True)
     canary = case.secrets[0]
     assert canary in (tmp_path / "outside" / "conda.yml").read_text()
-    env = {**os.environ, "PYTHONPATH": str(REPOSITORY)}
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
     for args in (
         ["plan", str(repo), "-o", "json"],
         ["plan", str(repo)],

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support.paths import ROOT
 
 
 def envship(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:

@@ -38,7 +38,7 @@ from controller.pipeline.sync import Reporter, Result
 from controller.service.controller import Controller, GcPolicy
 from controller.service.logs import JsonFormatter
 from controller.service.metrics import Metrics
-from tests.test_gitsource import Upstream
+from tests.support.upstream import Upstream
 
 BASE = "registry.test/base/busybox:1"
 SPECS = {

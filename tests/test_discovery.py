@@ -8,7 +8,7 @@ import pytest
 
 from controller.core.discovery import DiscoveryOptions, discover
 from controller.core.tree import Blob, MemoryTree
-from tests.helpers import plan_files
+from tests.support.helpers import plan_files
 
 V1 = json.dumps(
     {

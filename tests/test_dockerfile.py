@@ -10,7 +10,7 @@ import pytest
 from controller.core.dockerfile import from_references, instructions, pin, read_dockerfile
 from controller.core.hashing import content_hash
 from controller.core.model import BuildSpec, ContextFile, PythonSetup, base_references
-from tests.helpers import plan_files
+from tests.support.helpers import plan_files
 
 DIGEST = "sha256:" + "a" * 64
 OTHER = "sha256:" + "b" * 64

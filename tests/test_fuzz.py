@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-from pathlib import Path
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
@@ -27,8 +26,9 @@ from controller.core.model import Environment
 from controller.core.plan import plan
 from controller.core.render import render
 from controller.core.tree import MemoryTree
+from tests.support.paths import CASES
 
-CORPUS = Path(__file__).resolve().parent / "corpus"
+CORPUS = CASES / "corpus"
 FUZZ = settings(
     max_examples=300,
     deadline=None,

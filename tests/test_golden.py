@@ -20,9 +20,9 @@ from controller.core.discovery import DiscoveryOptions, discover
 from controller.core.hashing import content_hash
 from controller.core.plan import plan
 from controller.core.render import render
+from tests.support.paths import CASES, ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
-GOLDEN = Path(__file__).resolve().parent / "golden"
+GOLDEN = CASES / "golden"
 UPDATE = os.environ.get("ENVSHIP_UPDATE_GOLDEN") == "1"
 
 

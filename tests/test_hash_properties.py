@@ -21,7 +21,7 @@ from controller.core import hashing
 from controller.core.discovery import DiscoveryOptions, discover
 from controller.core.plan import plan
 from controller.core.tree import Blob
-from tests.helpers import hash_of
+from tests.support.helpers import hash_of
 
 names = st.from_regex(r"[a-z][a-z0-9]{0,8}", fullmatch=True)
 versions = st.from_regex(r"[0-9]{1,2}(\.[0-9]{1,2}){0,2}", fullmatch=True)

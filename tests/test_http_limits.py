@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from controller.http.server import LINGER, SWEEP_EVERY, Limits, connection_cap
-from tests.hostile_http import PROBE_TIMEOUT, Server, flood, half_bodies, idle, slowloris
+from tests.support.hostile_http import PROBE_TIMEOUT, Server, flood, half_bodies, idle, slowloris
 
 pytestmark = pytest.mark.slow
 

@@ -47,11 +47,11 @@ from controller.http.app import WebhookSecrets, make_app
 from controller.service.config import ConfigError, load
 from controller.service.controller import Controller
 from controller.service.metrics import Metrics
-from tests.canaries import canary, record_output
-from tests.kube_standin import KubeStandin
-from tests.test_gitsource import Upstream
+from tests.support.canaries import canary, record_output
+from tests.support.kube_standin import KubeStandin
+from tests.support.paths import ROOT
+from tests.support.upstream import Upstream
 
-ROOT = Path(__file__).resolve().parents[1]
 NS = "envship-test"
 LEASE = "envship"
 DURATION, DEADLINE, RETRY = 2.0, 1.5, 0.3

@@ -17,7 +17,7 @@ from controller.core.discovery import (
 from controller.core.discovery.names import conflict
 from controller.core.naming import implicit_name
 from controller.core.tree import MemoryTree
-from tests.helpers import plan_files
+from tests.support.helpers import plan_files
 
 CONDA = "channels: [conda-forge]\ndependencies: [python=3.11, numpy]\n"
 OTHER = "channels: [conda-forge]\ndependencies: [python=3.10, pandas]\n"

@@ -18,9 +18,10 @@ from controller.core.discovery import DiscoveryOptions, discover, run_in_turn
 from controller.core.documents import count_nodes
 from controller.core.errors import SpecError
 from controller.core.plan import plan
+from tests.support.bad_inputs import CASES
+from tests.support.paths import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
-REPOSITORIES = [ROOT / "specs", *sorted(p for p in (ROOT / "tests" / "bad_inputs").iterdir())]
+REPOSITORIES = [ROOT / "specs", *sorted(p for p in (CASES).iterdir())]
 
 needs_fork = pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
 

@@ -1,9 +1,9 @@
 """The corpus of real-world specs: each case plans, or is refused naming file and reason.
 
 The corpus is environment definitions copied verbatim from public repositories (see its
-README), in `tests/corpus/real-world`; `ENVSHIP_CORPUS` points the tests at another copy. Every
-case folder must have an entry in `EXPECTED`, so a case added there fails here until someone
-decides what envship should do with it.
+README), in `tests/cases/corpus/real-world`; `ENVSHIP_CORPUS` points the tests at another copy.
+Every case folder must have an entry in `EXPECTED`, so a case added there fails here until
+someone decides what envship should do with it.
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ from controller.core.model import Environment, base_references
 from controller.core.plan import PlanItem, plan
 from controller.core.templates import fill
 from controller.pipeline.resolve import Resolver
+from tests.support.paths import CASES, ROOT
 
-REPOSITORY = Path(__file__).resolve().parent.parent
-SNAPSHOT = REPOSITORY / "tests" / "corpus" / "real-world"
+SNAPSHOT = CASES / "corpus" / "real-world"
 CORPUS = Path(os.environ.get("ENVSHIP_CORPUS") or SNAPSHOT)
 
 
@@ -229,7 +229,7 @@ def test_every_saved_folder_plans_as_azureml_core_reads_it(
 def test_plan_command_on_the_corpus(corpus: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "controller.cli", "plan", str(corpus), "--output", "json"],
-        env={**os.environ, "PYTHONPATH": str(REPOSITORY)},
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
         capture_output=True,
         text=True,
         timeout=120,
@@ -376,7 +376,7 @@ def test_what_is_not_an_environment_is_noted_and_never_changes_the_exit_status()
         [sys.executable, "-m", "controller.cli", "plan", str(repository),
          "--ignore", "classical/*/mlops/azureml/train/train-env.yml", "--no-resolve-base",
          "--show-skipped", "-o", "json"],
-        env={**os.environ, "PYTHONPATH": str(REPOSITORY)},
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
         capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr

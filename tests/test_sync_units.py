@@ -21,7 +21,7 @@ from controller.core.model import BuildSpec, ContextFile, PythonSetup
 from controller.core.plan import plan
 from controller.core.render import render
 from controller.pipeline.sync import Target
-from tests.helpers import plan_files
+from tests.support.helpers import plan_files
 
 DOCKERFILE = """ARG BASE=ubuntu:22.04
 FROM --platform=linux/amd64 python:3.11-slim AS builder

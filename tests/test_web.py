@@ -27,7 +27,7 @@ from controller.http import app as controller_web
 from controller.http.app import WebhookSecrets, make_app, relay_origin, start_server
 from controller.service.metrics import Metrics
 from controller.service.status import EnvStatus, Phase, StatusBoard, utc_iso
-from tests.canaries import canary, record_output
+from tests.support.canaries import canary, record_output
 
 GITHUB = canary("webhook")
 GITLAB = canary("webhook")

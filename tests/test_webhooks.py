@@ -21,7 +21,7 @@ from controller.http.webhooks import (
     verify_github,
     verify_gitlab,
 )
-from tests.canaries import canary
+from tests.support.canaries import canary
 
 SECRET = canary("webhook")
 OTHER = canary("webhook")

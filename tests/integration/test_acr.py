@@ -26,10 +26,10 @@ from controller.core.discovery import DiscoveryOptions, discover
 from controller.core.model import Environment
 from controller.core.naming import tag_for
 from controller.pipeline.sync import Reporter, Sync, SyncOptions, Target
-from tests.canaries import canary, secret_file
-from tests.integration.acr_standin import AcrStandIn, Counts
-from tests.integration.identity import EntraIssuer, IssuingCredential
-from tests.integration.infra import Certs, Registry
+from tests.support.acr_standin import AcrStandIn, Counts
+from tests.support.canaries import canary, secret_file
+from tests.support.identity import EntraIssuer, IssuingCredential
+from tests.support.infra import Certs, Registry
 
 
 class StaticCredential:

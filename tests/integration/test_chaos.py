@@ -36,11 +36,11 @@ import pytest
 import requests
 import yaml
 
-from tests.canaries import record_output
-from tests.integration.conftest import ROOT
-from tests.integration.faulty_proxy import FaultyProxy
-from tests.integration.infra import Certs, Registry, free_port
-from tests.test_gitsource import Upstream
+from tests.support.canaries import record_output
+from tests.support.faulty_proxy import FaultyProxy
+from tests.support.infra import Certs, Registry, free_port
+from tests.support.paths import ROOT
+from tests.support.upstream import Upstream
 
 SEED = int(os.environ.get("ENVSHIP_CHAOS_SEED", "18"))
 BUDGET = 120.0

@@ -12,11 +12,11 @@ import sys
 import time
 import uuid
 
-from tests.canaries import record_output
-from tests.integration.conftest import ROOT
-from tests.integration.controller_process import GRACE, Launcher, wait_until
-from tests.integration.infra import Registry
-from tests.test_gitsource import Upstream
+from tests.support.canaries import record_output
+from tests.support.controller_process import GRACE, Launcher, wait_until
+from tests.support.infra import Registry
+from tests.support.paths import ROOT
+from tests.support.upstream import Upstream
 
 
 def specs(base: str, marker: str) -> dict[str, str]:

@@ -16,11 +16,12 @@ from pathlib import Path
 import docker
 import pytest
 
-from tests.integration.conftest import Envship
-from tests.integration.infra import Certs, Registry, busybox_rootfs_tar, import_image, push
-from tests.integration.private_index import PrivateIndex
+from tests.support.envship import Envship
+from tests.support.infra import Certs, Registry, busybox_rootfs_tar, import_image, push
+from tests.support.paths import CASES
+from tests.support.private_index import PrivateIndex
 
-CORPUS = Path(__file__).resolve().parents[1] / "corpus" / "repositories" / "azureml-assets"
+CORPUS = CASES / "corpus" / "repositories" / "azureml-assets"
 ASSET = CORPUS / "assets/training/general/environments/acpt-pytorch-2.2-cuda12.1"
 BASE = "aifx/acpt/stable-ubuntu2204-cu126-py310-torch280"
 TAGS = ("biweekly.202509.1", "biweekly.202511.1", "biweekly.202511.2", "20251130.v1")

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import Envship, Run
-from tests.integration.faulty_proxy import FaultyProxy
-from tests.integration.infra import Certs, Registry, new_password
-from tests.integration.test_sync import write
+from tests.support.envship import Envship, Run
+from tests.support.faulty_proxy import FaultyProxy
+from tests.support.helpers import write
+from tests.support.infra import Certs, Registry, new_password
 
 
 def specs_on(base: str, folder: Path) -> Path:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.integration.conftest import Envship
-from tests.integration.infra import Registry
-from tests.integration.test_sync import write
+from tests.support.envship import Envship
+from tests.support.helpers import write
+from tests.support.infra import Registry
 
 
 def test_gc_deletes_only_tags_whose_hash_left_the_specs(

@@ -1,4 +1,5 @@
-"""Every hostile case of `tests/bad_inputs/` at once, through a real sync and a real controller.
+"""Every hostile case of `tests/cases/bad_inputs/` at once, through a real sync and a real
+controller.
 
 The cases are put side by side in one repository (each in a folder of its own) beside `ok/`, a
 Dockerfile environment on a local base image. `envship sync` runs on it with base images
@@ -23,11 +24,11 @@ from pathlib import Path
 import pytest
 
 from controller.core.tree import Blob
-from tests.canaries import record_output
-from tests.integration.conftest import Envship
-from tests.integration.controller_process import Launcher, wait_until
-from tests.integration.infra import Registry
-from tests.test_bad_inputs import CASE_NAMES, Case, load_case, materialize
+from tests.support.bad_inputs import CASE_NAMES, Case, load_case, materialize
+from tests.support.canaries import record_output
+from tests.support.controller_process import Launcher, wait_until
+from tests.support.envship import Envship
+from tests.support.infra import Registry
 
 pytestmark = pytest.mark.slow
 

@@ -36,12 +36,12 @@ import requests
 import yaml
 from docker.models.containers import Container
 
-from tests.canaries import record_output
-from tests.gitserver import SSHD, GitHttpServer, SshServer
-from tests.integration.conftest import ROOT
-from tests.integration.infra import Registry, free_port, need
-from tests.integration.python_base import PYTHON_VERSION
-from tests.test_gitsource import SshKeys, Upstream
+from tests.support.canaries import record_output
+from tests.support.gitserver import SSHD, GitHttpServer, SshServer
+from tests.support.infra import Registry, free_port, need
+from tests.support.paths import ROOT
+from tests.support.python_base import PYTHON_VERSION
+from tests.support.upstream import SshKeys, Upstream
 
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
 VERSION = str(PYPROJECT["project"]["version"])

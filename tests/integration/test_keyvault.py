@@ -14,9 +14,10 @@ from controller.adapters.registries import RegistryPool, RegistrySettings
 from controller.adapters.secrets import CredentialRefs, SecretError, SecretRef, SecretStore
 from controller.core.discovery import DiscoveryOptions, discover
 from controller.pipeline.sync import Reporter, Sync, SyncOptions, Target
-from tests.canaries import record_output
-from tests.integration.identity import EntraIssuer, IssuingCredential
-from tests.integration.infra import (
+from tests.support.canaries import record_output
+from tests.support.helpers import write
+from tests.support.identity import EntraIssuer, IssuingCredential
+from tests.support.infra import (
     Certs,
     Registry,
     busybox_rootfs_tar,
@@ -25,8 +26,7 @@ from tests.integration.infra import (
     new_password,
     push,
 )
-from tests.integration.keyvault_standin import KeyVaultStandIn
-from tests.integration.test_sync import write
+from tests.support.keyvault_standin import KeyVaultStandIn
 
 
 @pytest.fixture

@@ -14,11 +14,11 @@ import pytest
 import requests
 
 from controller.adapters.indexproxy import IndexProxy
-from tests.canaries import record_output, secret_file
-from tests.integration.conftest import Envship
-from tests.integration.infra import Certs
-from tests.integration.private_index import PrivateIndex
-from tests.integration.test_sync import write
+from tests.support.canaries import record_output, secret_file
+from tests.support.envship import Envship
+from tests.support.helpers import write
+from tests.support.infra import Certs
+from tests.support.private_index import PrivateIndex
 
 
 @pytest.fixture

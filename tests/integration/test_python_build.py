@@ -24,8 +24,8 @@ import docker
 import docker.errors
 import pytest
 
-from tests.integration.conftest import Envship
-from tests.integration.infra import Registry, need
+from tests.support.envship import Envship
+from tests.support.infra import Registry, need
 
 PACKAGE = "demo-greeter"
 MODULE = "demo_greeter"

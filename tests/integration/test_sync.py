@@ -7,9 +7,9 @@ from pathlib import Path
 
 import docker
 
-from tests.canaries import secret_file
-from tests.integration.conftest import Envship
-from tests.integration.infra import Registry, busybox_rootfs_tar, import_image, push
+from tests.support.canaries import secret_file
+from tests.support.envship import Envship
+from tests.support.infra import Registry, busybox_rootfs_tar, import_image, push
 
 
 def write(folder: Path, files: dict[str, str]) -> Path:

@@ -12,9 +12,10 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.canaries import record_output
-from tests.integration.conftest import ROOT, Envship
-from tests.integration.infra import Registry
+from tests.support.canaries import record_output
+from tests.support.envship import Envship
+from tests.support.infra import Registry
+from tests.support.paths import ROOT
 
 
 def read(path: Path) -> str:

@@ -27,7 +27,7 @@ from controller.adapters.folder import FolderTree
 from controller.core.discovery import DiscoveryOptions, discover
 from controller.core.model import ContextFile, Environment
 from controller.core.requirements import canonical_requirements, logical_lines
-from tests.needs import need
+from tests.support.needs import need
 
 pytestmark = pytest.mark.sdk
 

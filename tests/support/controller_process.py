@@ -16,11 +16,11 @@ from typing import Any
 import requests
 import yaml
 
-from tests.canaries import canary
-from tests.integration.infra import Certs, Registry, free_port
-from tests.test_gitsource import Content, Upstream
+from tests.support.canaries import canary
+from tests.support.infra import Certs, Registry, free_port
+from tests.support.paths import ROOT
+from tests.support.upstream import Content, Upstream
 
-ROOT = Path(__file__).resolve().parents[2]
 GRACE = 30
 
 

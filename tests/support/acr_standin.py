@@ -37,9 +37,9 @@ import trustme
 from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 
-from tests.integration.identity import ACR_AUDIENCE, EntraIssuer
-from tests.integration.infra import Certs, Registry, free_port
-from tests.integration.servers import BackgroundServer, relay
+from tests.support.identity import ACR_AUDIENCE, EntraIssuer
+from tests.support.infra import Certs, Registry, free_port
+from tests.support.servers import BackgroundServer, relay
 
 DOCKER_USER = "00000000-0000-0000-0000-000000000000"
 ISSUER = "envship-acr-standin"

@@ -34,8 +34,8 @@ from typing import Literal
 import aiohttp
 from aiohttp import web
 
-from tests.integration.infra import Certs, Registry, free_port
-from tests.integration.servers import BackgroundServer, relay
+from tests.support.infra import Certs, Registry, free_port
+from tests.support.servers import BackgroundServer, relay
 
 Action = Literal["passed", "refused", "held", "cut"]
 

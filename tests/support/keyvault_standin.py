@@ -19,9 +19,9 @@ from typing import Any
 
 from aiohttp import web
 
-from tests.integration.identity import EntraIssuer
-from tests.integration.infra import Certs, free_port
-from tests.integration.servers import BackgroundServer
+from tests.support.identity import EntraIssuer
+from tests.support.infra import Certs, free_port
+from tests.support.servers import BackgroundServer
 
 AUDIENCE = "https://vault.azure.net"
 

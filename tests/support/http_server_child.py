@@ -1,7 +1,7 @@
 """The controller's web application served on loopback in a process of its own, for the hostile
 HTTP tests and benchmark (`tests/hostile_http.py`): its memory and descriptors are its own.
 
-    python -m tests.http_server_child '{"header_timeout": 1, ...}' [NOFILE] [plain]
+    python -m tests.support.http_server_child '{"header_timeout": 1, ...}' [NOFILE] [plain]
 
 prints `PORT <n>` once it listens. The controller behind it is a stand-in that is ready and
 answers at once; the web application, its limits and its listener are envship's own. With

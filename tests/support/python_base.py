@@ -13,7 +13,7 @@ recipe's key in a label, and is reused while the key matches. Change the recipe 
 changes; `docker rmi envship-test/python:bookworm` forces a fresh one (new Debian updates).
 
 Standard library and docker-py only, so `scripts/quickstart` runs the same recipe from the
-envship virtualenv (`python -m tests.integration.python_base`) and the two share the image.
+envship virtualenv (`python -m tests.support.python_base`) and the two share the image.
 """
 
 from __future__ import annotations

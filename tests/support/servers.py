@@ -18,7 +18,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 from yarl import URL
 
-from tests.integration.infra import Certs
+from tests.support.infra import Certs
 
 T = TypeVar("T")
 

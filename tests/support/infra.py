@@ -26,8 +26,8 @@ import requests
 import trustme
 import yaml
 
-from tests.canaries import canary
-from tests.needs import need
+from tests.support.canaries import canary
+from tests.support.needs import need
 
 __all__ = ["need"]
 

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
-from tests.integration.infra import Certs, free_port, new_password
-from tests.integration.servers import BackgroundServer
+from tests.support.infra import Certs, free_port, new_password
+from tests.support.servers import BackgroundServer
 
 
 def make_wheel(name: str, version: str, module: str) -> tuple[str, bytes]:

@@ -1,8 +1,9 @@
-"""Small helpers shared by the unit tests: plan an in-memory repository."""
+"""Small helpers shared by the tests: plan an in-memory repository, write files to a folder."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 
 from controller.core.discovery import DiscoveryOptions, discover
 from controller.core.plan import PlanItem, plan
@@ -21,3 +22,12 @@ def hash_of(files: Mapping[str, bytes | str | Blob], path: str, **options: objec
     assert item.error is None, item.error
     assert item.hash is not None
     return item.hash
+
+
+def write(folder: Path, files: Mapping[str, str]) -> Path:
+    """Write `files` ({relative path: text}) under `folder`, making folders; return `folder`."""
+    for name, text in files.items():
+        path = folder / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return folder

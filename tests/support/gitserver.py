@@ -20,7 +20,7 @@ from pathlib import Path
 from types import TracebackType
 from urllib.parse import urlsplit
 
-from tests.canaries import record_output
+from tests.support.canaries import record_output
 
 
 @dataclass

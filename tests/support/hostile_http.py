@@ -27,9 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.http_server_child import WEBHOOK_SECRET
+from tests.support.http_server_child import WEBHOOK_SECRET
+from tests.support.paths import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 PROBE_TIMEOUT = 2.0
 """The chart's shortest HTTP probe timeout (readiness and startup: 2 s)."""
 PROBE_EVERY = 0.1
@@ -54,7 +54,7 @@ class Server:
     port: int = 0
 
     def __enter__(self) -> Server:
-        args = [sys.executable, "-m", "tests.http_server_child", json.dumps(self.limits)]
+        args = [sys.executable, "-m", "tests.support.http_server_child", json.dumps(self.limits)]
         args.append(str(self.nofile) if self.nofile is not None else "-")
         if self.plain:
             args.append("plain")
