@@ -1,19 +1,26 @@
 """The Helm chart (helm/envship), rendered offline with Helm's own engine (helm-python-sdk).
 
-For every value set in tests/cases/chart/: each manifest validates against Kubernetes' schemas in
+For every value set in tests/chart/: each manifest validates against Kubernetes' schemas in
 strict mode (one fixed version), Helm's lint passes, the controller container meets Pod Security
 "restricted", docker-in-docker is the only privileged container and gets no token, and the
-rendered config.yaml is one the controller loads. The values schema refuses malformed values.
+rendered config.yaml is one the controller loads. The values schema refuses malformed values;
+its `config` part is what scripts/chart-schema makes from the configuration model, and the
+chart's defaults of configuration keys are the model's.
 """
 
 from __future__ import annotations
 
 import copy
 import functools
+import importlib.machinery
+import importlib.util
+import json
 import os
+import re
 import tomllib
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import helm_python
@@ -21,13 +28,23 @@ import kubernetes_validate
 import pytest
 import yaml
 from kubernetes_validate.utils import SchemaNotFoundError
-from pydantic import BaseModel
+from pydantic import BaseModel, Field, create_model
 
-from controller.service.config import Config, load
-from tests.support.paths import CASES, ROOT
+from controller.adapters.secrets import SecretError, SecretRef
+from controller.service.config import (
+    SECRET_REFERENCE_SCHEMA,
+    Builds,
+    Config,
+    Gc,
+    Git,
+    Intervals,
+    Registry,
+    load,
+)
+from tests.support.paths import ROOT, TESTS
 
 CHART = ROOT / "helm" / "envship"
-CASES_DIR = CASES / "chart"
+CASES_DIR = TESTS / "chart"
 AKS_EXAMPLE = ROOT / "deploy" / "azure" / "values-aks.yaml"
 
 KUBE_VERSION = "1.31.0"
@@ -73,8 +90,7 @@ def chart() -> helm_python.Chart:
 
 
 def case_values(case: str) -> Values:
-    """tests/cases/chart/CASE.yaml, or ("aks-example") the documented example with its --set
-    values."""
+    """tests/chart/CASE.yaml, or ("aks-example") the documented example with its --set values."""
     path = AKS_EXAMPLE if case == "aks-example" else CASES_DIR / f"{case}.yaml"
     values: Values = yaml.safe_load(path.read_text(encoding="utf-8"))
     if case == "aks-example":
@@ -840,6 +856,225 @@ def test_values_schema_mirrors_the_configuration_model() -> None:
         section = config_schema["properties"][alias]
         assert section["additionalProperties"] is False, alias
         assert set(section["properties"]) == _aliases(model), alias
+
+
+@functools.cache
+def chart_schema() -> ModuleType:
+    """scripts/chart-schema: makes the schema of `config` from the model, and compares."""
+    loader = importlib.machinery.SourceFileLoader(
+        "chart_schema", str(ROOT / "scripts" / "chart-schema")
+    )
+    spec = importlib.util.spec_from_loader(loader.name, loader)
+    assert spec is not None
+    module = importlib.util.module_from_spec(spec)
+    loader.exec_module(module)
+    return module
+
+
+def committed_config_schema() -> dict[str, Any]:
+    """The `config` part of helm/envship/values.schema.json, as committed."""
+    values = json.loads((CHART / "values.schema.json").read_text(encoding="utf-8"))
+    config: dict[str, Any] = values["properties"]["config"]
+    return config
+
+
+def drift(model: type[BaseModel] = Config, committed: dict[str, Any] | None = None) -> list[str]:
+    """What differs between the chart's schema of `config` and the one `model` makes."""
+    script = chart_schema()
+    found: list[str] = script.differences(
+        committed_config_schema() if committed is None else committed, script.config_schema(model)
+    )
+    return found
+
+
+def test_the_config_schema_is_made_from_the_model() -> None:
+    assert drift() == [], "helm/envship/values.schema.json is out of date: run scripts/chart-schema"
+    assert set(chart_schema().CHART_MANAGED) == CHART_MANAGED_CONFIG
+    schema = chart().schema  # what Helm validates with is that file
+    assert schema is not None
+    assert schema["properties"]["config"] == committed_config_schema()
+
+
+class _GitWithDepth(Git):
+    depth: int = 1
+
+
+class _SlowerIntervals(Intervals):
+    reconcile: float = Field(default=30.0, gt=0)
+
+
+class _RegistryNeedingCa(Registry):
+    ca_file: str | None = Field(alias="caFile")  # no default: required
+
+
+class _FractionalJobs(Builds):
+    jobs: float = Field(default=2, ge=1, le=64)
+
+
+MODEL_DRIFT: list[tuple[str, dict[str, Any], list[str]]] = [
+    ("key-added", {"git": (_GitWithDepth, ...)}, ["git.properties.depth: in the model only"]),
+    ("section-added", {"mirror": (Gc, Gc())}, ["mirror: in the model only"]),
+    (
+        "default-changed",
+        {"intervals": (_SlowerIntervals, _SlowerIntervals())},
+        ["intervals.properties.reconcile.default: the chart says 60.0, the model 30.0"],
+    ),
+    (
+        "now-required",
+        {"registry": (_RegistryNeedingCa, ...)},
+        [
+            "registry.properties.caFile.default: in the chart's schema only",
+            'registry.required: the chart says ["url"], the model ["url", "caFile"]',
+        ],
+    ),
+    (
+        "type-changed",
+        {"builds": (_FractionalJobs, _FractionalJobs())},
+        ['builds.properties.jobs.type: the chart says "integer", the model "number"'],
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("sections", "expected"),
+    [pytest.param(sections, expected, id=name) for name, sections, expected in MODEL_DRIFT],
+)
+def test_a_model_that_drifted_from_the_chart_is_caught(
+    sections: dict[str, Any], expected: list[str]
+) -> None:
+    """A copy of the model with one change: the comparison the test above makes names it."""
+    drifted = create_model("Config", __base__=Config, **sections)
+    found = drift(drifted)
+    assert len(found) == len(expected), found
+    for line, start in zip(found, expected, strict=True):
+        assert line.startswith(f"config.properties.{start}"), found
+
+
+def _edit(path: str, change: Callable[[dict[str, Any], str], None]) -> Callable[[Any], None]:
+    def edit(schema: dict[str, Any]) -> None:
+        *parents, leaf = path.split(".")
+        node = schema
+        for key in parents:
+            node = node[key]
+        change(node, leaf)
+
+    return edit
+
+
+CHART_DRIFT: list[tuple[str, Callable[[Any], None], str]] = [
+    (
+        "key-only-in-the-chart",
+        _edit("properties.http.properties.tls", lambda n, k: n.update({k: {"type": "boolean"}})),
+        "config.properties.http.properties.tls: in the chart's schema only",
+    ),
+    (
+        "key-left-out-of-the-chart",
+        _edit("properties.gc.properties.dryRun", lambda n, k: n.pop(k)),
+        "config.properties.gc.properties.dryRun: in the model only",
+    ),
+    (
+        "enum-only-in-the-chart",
+        _edit("properties.specs.properties.prefix.enum", lambda n, k: n.update({k: ["envship"]})),
+        "config.properties.specs.properties.prefix.enum: in the chart's schema only",
+    ),
+    (
+        "bound-changed",
+        _edit("properties.builds.properties.jobs.maximum", lambda n, k: n.update({k: 128})),
+        "config.properties.builds.properties.jobs.maximum: the chart says 128, the model 64",
+    ),
+    (
+        "default-changed",
+        _edit("properties.git.properties.ref.default", lambda n, k: n.update({k: "master"})),
+        'config.properties.git.properties.ref.default: the chart says "master", the model "main"',
+    ),
+    (
+        "no-longer-required",
+        _edit("required", lambda n, k: n.update({k: ["git"]})),
+        'config.required: the chart says ["git"], the model ["git", "registry"]',
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [pytest.param(change, expected, id=name) for name, change, expected in CHART_DRIFT],
+)
+def test_a_chart_schema_that_drifted_from_the_model_is_caught(
+    change: Callable[[Any], None], expected: str
+) -> None:
+    committed = copy.deepcopy(committed_config_schema())
+    change(committed)
+    found = drift(committed=committed)
+    assert len(found) == 1, found
+    assert found[0].startswith(expected), found
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "keyvault://team-vault/git-token",
+        "keyvault://team-vault/git-token/0123abcd",
+        "keyvault://vault.example.org:8443/name",
+        "keyvault://team-vault",
+        "keyvault://team-vault/a/b/c",
+        "keyvault://team-vault//b",
+        "keyvault://team-vault/a/",
+        "keyvault:team-vault/a",
+        "file:/mnt/secrets/acr-password",
+        "file:",
+        "env:GIT_TOKEN",
+        "env:",
+        "ENV:GIT_TOKEN",
+        "ghp_0123456789abcdef",
+        "",
+    ],
+)
+def test_the_schemas_secret_reference_is_what_envship_accepts(text: str) -> None:
+    pattern = SECRET_REFERENCE_SCHEMA["not"]["not"]["pattern"]
+    try:
+        SecretRef.parse(text)
+    except SecretError:
+        accepted = False
+    else:
+        accepted = True
+    assert (re.search(pattern, text) is not None) is accepted
+
+
+DIG_DEFAULT = re.compile(r'\bdig((?: "\w+")+) (\S+) \.Values\.config\b')
+"""A template's fallback for a configuration key the values leave out: dig "KEY"... DEFAULT."""
+
+
+def _at(node: Any, path: list[str]) -> Any:
+    for key in path:
+        node = node[key]
+    return node
+
+
+def test_the_charts_defaults_of_configuration_keys_are_the_models() -> None:
+    model = Config(git={"url": "https://example.org/specs.git"}, registry={"url": "r.test/p"})
+    defaults = model.model_dump(by_alias=True, mode="json")
+    values = yaml.safe_load((CHART / "values.yaml").read_text(encoding="utf-8"))
+    # config in values.yaml
+    leaves = [key.split(".") for key in _leaves(values["config"], "")]
+    assert ["git", "cacheDir"] in leaves
+    for path in leaves:
+        assert _at(values["config"], path) == _at(defaults, path), ".".join(path)
+    # what the templates fall back on
+    fallbacks = [
+        (keys.split('"')[1::2], default)
+        for template in sorted((CHART / "templates").iterdir())
+        for keys, default in DIG_DEFAULT.findall(template.read_text(encoding="utf-8"))
+    ]
+    assert {".".join(path) for path, _ in fallbacks} >= {
+        "git.cacheDir",
+        "http.port",
+        "intervals.grace",
+    }
+    for path, default in fallbacks:
+        assert yaml.safe_load(default) == _at(defaults, path), ".".join(path)
+    # the chart's own leaderElection values, which it writes into the section
+    chart_section = values["leaderElection"]
+    assert chart_section == {key: defaults["leaderElection"][key] for key in chart_section}
 
 
 OPAQUE_VALUES = frozenset(

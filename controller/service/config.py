@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
     ValidationError,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
@@ -42,14 +44,25 @@ class Model(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
 
-def reference(value: str | None) -> str | None:
-    if value is None:
-        return None
+def reference(value: str) -> str:
     try:
         SecretRef.parse(value)
     except SecretError as exc:
         raise ValueError(str(exc)) from None
     return value
+
+
+SECRET_REFERENCE_SCHEMA: dict[str, Any] = {
+    "description": "A secret reference: keyvault://VAULT/NAME[/VERSION], file:PATH or env:NAME "
+    "(never the secret itself).",
+    "type": "string",
+    "not": {"not": {"pattern": r"^(keyvault://[^/]+/[^/]+(/[^/]+)?|file:.+|env:.+)$"}},
+}
+"""A secret reference in JSON Schema (the chart's values schema is made from this model): what
+`SecretRef.parse` accepts. The pattern sits under not/not so that a schema validator's message
+never repeats the value, which may be a pasted secret."""
+
+SecretReference = Annotated[str, AfterValidator(reference), WithJsonSchema(SECRET_REFERENCE_SCHEMA)]
 
 
 def no_credentials_in_git_url(value: str) -> str:
@@ -74,27 +87,22 @@ def no_credentials_in_registry(value: str) -> str:
 
 
 class Credentials(Model):
-    username: str
-    password: str
-
-    _check_username = field_validator("username")(reference)
-    _check_password = field_validator("password")(reference)
+    username: SecretReference
+    password: SecretReference
 
     def refs(self) -> CredentialRefs:
         return CredentialRefs(SecretRef.parse(self.username), SecretRef.parse(self.password))
 
 
 class Git(Model):
-    url: str
-    ref: str = "main"
+    url: str = Field(min_length=1)
+    ref: str = Field(default="main", min_length=1)
 
     _check_url = field_validator("url")(no_credentials_in_git_url)
     credentials: Credentials | None = None
-    ssh_key: str | None = Field(default=None, alias="sshKey")
+    ssh_key: SecretReference | None = Field(default=None, alias="sshKey")
     ssh_user: str = Field(default="git", alias="sshUser")
     cache_dir: Path = Field(default=Path("/var/cache/envship/git"), alias="cacheDir")
-
-    _check_key = field_validator("ssh_key")(reference)
 
 
 class Specs(Model):
@@ -106,12 +114,15 @@ class Specs(Model):
     ignore: list[str] = []
     prefix: str = "envship"
     default_base_image: str | None = Field(
-        default=None, alias="defaultBaseImage", description=f"default: {DEFAULT_BASE_IMAGE}"
+        default=None,
+        alias="defaultBaseImage",
+        min_length=1,
+        description=f"default: {DEFAULT_BASE_IMAGE}",
     )
 
 
 class Registry(Model):
-    url: str
+    url: str = Field(min_length=1)
 
     _check_url = field_validator("url")(no_credentials_in_registry)
     ca_file: str | None = Field(default=None, alias="caFile")
@@ -131,6 +142,7 @@ class Builds(Model):
     package_index: str = Field(
         default=PYPI,
         alias="packageIndex",
+        min_length=1,
         description="where {{latest-pypi-version}} is looked up (credentials: indexAuth)",
     )
 
@@ -173,14 +185,12 @@ class Http(Model):
 
 
 class Webhooks(Model):
-    github: str | None = None
-    gitlab: str | None = None
+    github: SecretReference | None = None
+    gitlab: SecretReference | None = None
     azure_devops: Credentials | None = Field(default=None, alias="azureDevOps")
-    generic: str | None = None
-    trigger: str | None = None
+    generic: SecretReference | None = None
+    trigger: SecretReference | None = None
     """Bearer token of the manual trigger endpoint."""
-
-    _check = field_validator("github", "gitlab", "generic", "trigger")(reference)
 
 
 class Gc(Model):
