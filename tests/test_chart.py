@@ -1,6 +1,6 @@
 """The Helm chart (helm/envship), rendered offline with Helm's own engine (helm-python-sdk).
 
-For every value set in tests/chart/: each manifest validates against Kubernetes' schemas in
+For every value set in tests/cases/chart/: each manifest validates against Kubernetes' schemas in
 strict mode (one fixed version), Helm's lint passes, the controller container meets Pod Security
 "restricted", docker-in-docker is the only privileged container and gets no token, and the
 rendered config.yaml is one the controller loads. The values schema refuses malformed values;
@@ -41,10 +41,10 @@ from controller.service.config import (
     Registry,
     load,
 )
-from tests.support.paths import ROOT, TESTS
+from tests.support.paths import CASES, ROOT
 
 CHART = ROOT / "helm" / "envship"
-CASES_DIR = TESTS / "chart"
+CASES_DIR = CASES / "chart"
 AKS_EXAMPLE = ROOT / "deploy" / "azure" / "values-aks.yaml"
 
 KUBE_VERSION = "1.31.0"
@@ -90,7 +90,8 @@ def chart() -> helm_python.Chart:
 
 
 def case_values(case: str) -> Values:
-    """tests/chart/CASE.yaml, or ("aks-example") the documented example with its --set values."""
+    """tests/cases/chart/CASE.yaml, or ("aks-example") the documented example with its --set
+    values."""
     path = AKS_EXAMPLE if case == "aks-example" else CASES_DIR / f"{case}.yaml"
     values: Values = yaml.safe_load(path.read_text(encoding="utf-8"))
     if case == "aks-example":
