@@ -210,18 +210,18 @@ class Timers:
 
 
 class BuildStarts(logging.Handler):
-    """The controller's "build started" Reporter lines (`BUILD_WORDS`), time-stamped."""
+    """The controller's log lines of steps that start a build (`BUILDING`), time-stamped."""
 
-    def __init__(self, words: tuple[str, ...]) -> None:
+    def __init__(self, steps: frozenset[str]) -> None:
         super().__init__(logging.INFO)
-        self.words = words
+        self.steps = steps
         self.lines: list[tuple[float, str, str]] = []
         self.event = threading.Event()
 
     def emit(self, record: logging.LogRecord) -> None:
         text = record.getMessage()
         env = getattr(record, "env", None)
-        if env and text.startswith(self.words):
+        if env and getattr(record, "step", None) in self.steps:
             self.lines.append((time.perf_counter(), str(env), text))
             self.event.set()
 
@@ -240,8 +240,11 @@ def inner(scratch: Path, host: str, count: int, profile: bool) -> dict[str, Any]
     from controller.core.discovery import DiscoveryOptions  # noqa: PLC0415
     from controller.core.naming import implicit_name, tag_for  # noqa: PLC0415
     from controller.http.app import WebhookSecrets, make_app, start_server  # noqa: PLC0415
+    from controller.pipeline.outcome import BUILDING  # noqa: PLC0415
+    from controller.pipeline.runner import SyncRunner  # noqa: PLC0415
     from controller.pipeline.sync import Sync, SyncOptions, Target  # noqa: PLC0415
     from controller.service import controller as controller_module  # noqa: PLC0415
+    from controller.service import reconcile as reconcile_module  # noqa: PLC0415
     from controller.service.metrics import Metrics  # noqa: PLC0415
 
     work, bare, log_path = (
@@ -287,7 +290,7 @@ def inner(scratch: Path, host: str, count: int, profile: bool) -> dict[str, Any]
         pools.append(RegistryPool(settings, store))
         return pools[-1]
 
-    runner = controller_module.SyncRunner(
+    runner = SyncRunner(
         target,
         pool_factory,
         SyncOptions(jobs=1, resolve_bases=False),
@@ -299,9 +302,9 @@ def inner(scratch: Path, host: str, count: int, profile: bool) -> dict[str, Any]
     )
     timers.wrap(GitSource, "fetch", "fetch")
     timers.wrap(source, "tree", "tree")
-    timers.wrap(controller_module, "discover", "discover")
-    timers.wrap(controller_module, "change_key", "change keys")
-    timers.wrap(controller, "_select", "select")
+    timers.wrap(reconcile_module, "discover", "discover")
+    timers.wrap(reconcile_module, "change_key", "change keys")
+    timers.wrap(controller.reconciler, "select", "select")
     timers.wrap(Sync, "plan", "registry check (Sync.plan)")
     runs_of_runner: list[int] = []
     timers.wrap(runner, "run", "sync")
@@ -312,7 +315,7 @@ def inner(scratch: Path, host: str, count: int, profile: bool) -> dict[str, Any]
         return original_run(*args, **kwargs)
 
     runner.run = counted_run  # type: ignore[method-assign]
-    starts = BuildStarts(controller_module.BUILD_WORDS)
+    starts = BuildStarts(frozenset(str(step) for step in BUILDING))
     ctl_log = logging.getLogger("envship.controller")
     ctl_log.setLevel(logging.INFO)
     ctl_log.addHandler(starts)

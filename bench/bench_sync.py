@@ -387,7 +387,8 @@ def probe(folder: str, registry: str, count: int, out: str) -> None:
     start = time.perf_counter()
     from controller.adapters.registries import RegistryPool, RegistrySettings  # noqa: PLC0415
     from controller.cli import main as cli  # noqa: PLC0415 - the imports are what is timed
-    from controller.pipeline.sync import CHECK_WORKERS, Sync, Target  # noqa: PLC0415
+    from controller.pipeline.planning import CHECK_WORKERS  # noqa: PLC0415
+    from controller.pipeline.sync import Sync, Target  # noqa: PLC0415
 
     imported = time.perf_counter()
     phases: dict[str, Any] = {"workers": CHECK_WORKERS}

@@ -23,18 +23,22 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+from controller.adapters.builder import BuildError, EngineError
 from controller.adapters.gitsource import GitSettings, GitSource, GitSourceError, Revision
 from controller.adapters.redact import REDACTOR
+from controller.adapters.registry import RegistryError
 from controller.adapters.secrets import SecretStore
 from controller.cli.main import main
 from controller.core.backoff import Backoff
 from controller.core.discovery import DiscoveryOptions
+from controller.core.errors import Failure
 from controller.core.hashing import content_hash
 from controller.core.model import Environment
 from controller.core.naming import tag_for
 from controller.core.plan import plan
 from controller.core.tree import SourceTree
-from controller.pipeline.sync import Reporter, Result
+from controller.pipeline.outcome import Reporter, Result, Step
+from controller.pipeline.planning import CHECK
 from controller.service.controller import Controller, GcPolicy
 from controller.service.logs import JsonFormatter
 from controller.service.metrics import Metrics
@@ -73,6 +77,9 @@ class FakeRunner:
     def __init__(self) -> None:
         self.images: dict[tuple[str, str], str] = {}
         self.failing: set[str] = set()
+        """Names whose build fails for a reason that may pass (the engine): retried."""
+        self.broken: set[str] = set()
+        """Names whose build fails for the spec's own reasons (a RUN step): held."""
         self.down = False
         self.calls: list[tuple[list[str], bool]] = []
         self.gate: threading.Event | None = None
@@ -80,35 +87,47 @@ class FakeRunner:
         self.closed = False
 
     def run(
-        self, envs: Sequence[Environment], *, revision: str, fresh: bool, reporter: Reporter
+        self,
+        envs: Sequence[Environment],
+        *,
+        revision: str,
+        fresh: bool,
+        reporter: Reporter,
+        held: frozenset[str] = frozenset(),
     ) -> list[Result]:
         self.calls.append((sorted(e.name for e in envs), fresh))
         present: dict[tuple[str, str], str | None] = {}
-        failures: dict[str, str] = {}
+        failures: dict[str, Failure] = {}
         for env in envs:
             assert env.ok
             assert env.build is not None
             assert env.repository
             key = (env.repository, tag_for(content_hash(env.build)))
             if self.down:
-                failures[env.path] = "registry check failed: registry.test: connection failed"
+                error = RegistryError("registry.test: connection failed")
+                failures[env.path] = Failure(f"registry check failed: {error}", error, CHECK)
             else:
                 present[key] = self.images.get(key)
         results = []
-        for item in plan(envs, "registry.test", present, failures):
+        for item in plan(envs, "registry.test", present, failures, held):
             name = item.env.name
-            if item.action == "failed":
-                results.append(Result(item, "failed", error=item.error))
+            if item.action in ("failed", "held"):
+                results.append(Result(item, item.action, failure=item.failure))
                 continue
             if item.action == "up-to-date":
                 results.append(Result(item, "up-to-date", digest=item.digest))
                 continue
-            reporter.line(name, f"building {item.image}")
+            reporter.line(name, f"building {item.image}", Step.BUILD)
             self.building.set()
             if self.gate is not None:
                 assert self.gate.wait(10)
             if name in self.failing:
-                results.append(Result(item, "failed", error="RUN echo failed", seconds=0.5))
+                error = EngineError("the Docker engine failed during the build: ReadTimeout")
+                results.append(Result(item, "failed", failure=Failure(str(error), error, "build")))
+                continue
+            if name in self.broken:
+                error = BuildError("build failed: RUN echo failed")
+                results.append(Result(item, "failed", failure=Failure(str(error), error, "build")))
                 continue
             assert item.hash
             assert item.tag
@@ -256,12 +275,14 @@ def test_first_reconcile_syncs_everything_then_an_unchanged_revision_does_nothin
 def test_a_commit_syncs_only_the_environments_it_changed(rig: Rig):
     controller = rig.started()
     before = envs_of(controller)
-    assert controller.parsed.read == 3  # a, b and bad, on the first reconcile
+    assert controller.reconciler.parsed.read == 3  # a, b and bad, on the first reconcile
     commit = rig.commit({"envs/b/Dockerfile": f"FROM {BASE}\nRUN echo b2\n", "README.md": "x\n"})
     outcome = reconcile(controller, "webhook github push")
-    assert controller.parsed.read == 1  # only b's folder changed: a and bad are not read again
+    assert (
+        controller.reconciler.parsed.read == 1
+    )  # only b's folder changed: a and bad are not read again
     assert outcome["result"] == "success"
-    assert outcome["skipped"] == {"stalled": 1, "waiting": 0, "unchanged": 1}
+    assert outcome["skipped"] == {"stalled": 1, "held": 0, "waiting": 0, "unchanged": 1}
     assert rig.runner.calls[-1] == (["b"], False)
     after = envs_of(controller)
     assert after["b"]["hash"] != before["b"]["hash"]
@@ -326,7 +347,8 @@ def test_a_failed_environment_backs_off_is_retried_when_due_and_resets_on_succes
     b = envs_of(controller)["b"]
     assert b["phase"] == "Failed"
     assert b["attempts"] == 1
-    assert b["last_error"] == "RUN echo failed"
+    assert b["last_error"] == "the Docker engine failed during the build: ReadTimeout"
+    assert b["next"] == "retry later"
     assert b["next_retry"] == "2025-01-01T00:16:41Z"  # clock 1000 s + 1 s
     assert envs_of(controller)["a"]["phase"] == "Ready"  # one environment never blocks others
 
@@ -344,6 +366,50 @@ def test_a_failed_environment_backs_off_is_retried_when_due_and_resets_on_succes
     b = envs_of(controller)["b"]
     assert (b["phase"], b["attempts"], b["next_retry"], b["last_error"]) == ("Ready", 0, None, None)
     assert metric(rig.metrics, "envship_builds_total", outcome="failed") == 2
+
+
+def test_a_failing_run_step_is_held_not_retried_until_its_inputs_change(rig: Rig):
+    rig.runner.broken.add("b")
+    controller = rig.started()
+    b = envs_of(controller)["b"]
+    assert (b["phase"], b["next"], b["attempts"], b["next_retry"]) == (
+        "Stalled", "fix the spec", 0, None,
+    )  # fmt: skip
+    assert b["last_error"] == "build failed: RUN echo failed"
+    builds = metric(rig.metrics, "envship_builds_total", outcome="failed")
+    for _ in range(3):  # time passes, webhooks arrive: nothing is built again
+        rig.clock.t += 3600
+        outcome = reconcile(controller, "webhook")
+        assert outcome["result"] == "unchanged"
+    calls = len(rig.runner.calls)
+    rig.commit({"README.md": "another commit, b unchanged\n"})
+    outcome = reconcile(controller)
+    assert outcome["skipped"]["held"] == 1
+    assert len(rig.runner.calls) == calls  # a is unchanged, b is held: nothing to sync
+    assert metric(rig.metrics, "envship_builds_total", outcome="failed") == builds
+    # a full resync asks again with the same inputs: the plan holds the hash, nothing is built
+    calls = len(rig.runner.calls)
+    reconcile(controller, "resync", full=True)
+    assert len(rig.runner.calls) == calls + 1
+    assert envs_of(controller)["b"]["phase"] == "Stalled"
+    assert metric(rig.metrics, "envship_builds_total", outcome="failed") == builds
+    # its inputs change: built again at once
+    rig.runner.broken.clear()
+    rig.commit({"envs/b/Dockerfile": f"FROM {BASE}\nRUN echo fixed\n"})
+    reconcile(controller)
+    assert envs_of(controller)["b"]["phase"] == "Ready"
+
+
+def test_a_manual_reconcile_releases_a_held_build(rig: Rig):
+    rig.runner.broken.add("b")
+    controller = rig.started()
+    assert envs_of(controller)["b"]["phase"] == "Stalled"
+    rig.runner.broken.clear()  # say the network under the RUN step failed: it passes now
+    reconcile(controller, "webhook")
+    assert envs_of(controller)["b"]["phase"] == "Stalled"
+    reconcile(controller, "manual")  # same revision: by hand, the held build is tried again
+    assert rig.runner.calls[-1] == (["b"], False)
+    assert envs_of(controller)["b"]["phase"] == "Ready"
 
 
 def test_a_failed_environment_whose_spec_changes_is_retried_at_once(rig: Rig):
@@ -521,7 +587,7 @@ def test_a_secret_reference_that_cannot_be_read_is_named_on_status_and_readiness
 
     from aiohttp.test_utils import TestClient, TestServer  # noqa: PLC0415
 
-    from controller.compose import unreadable_secrets  # noqa: PLC0415
+    from controller.compose.service import unreadable_secrets  # noqa: PLC0415
     from controller.http.app import WebhookSecrets, make_app  # noqa: PLC0415
     from controller.service.config import load  # noqa: PLC0415
 
@@ -591,9 +657,7 @@ def test_stop_when_idle_returns_at_once_and_releases_waiters(rig: Rig):
 def test_the_schedules_only_request_reconciles(rig: Rig):
     controller = rig.controller(reconcile_interval=0.2, resync_interval=0.5, jitter=0.1)
     controller.start()
-    scheduler = controller._scheduler
-    assert scheduler.get_job("reconcile").trigger.jitter == pytest.approx(0.02)
-    assert scheduler.get_job("resync").trigger.jitter == pytest.approx(0.05)
+    assert sorted(controller._due) == ["periodic", "resync"]  # the worker's own deadlines
     deadline = time.monotonic() + 10
     while (
         time.monotonic() < deadline
@@ -611,10 +675,19 @@ def test_the_schedules_only_request_reconciles(rig: Rig):
     assert metric(rig.metrics, "envship_reconcile_total", result="unchanged") == count
 
 
+def test_the_schedules_spread_by_their_jitter(rig: Rig):
+    spreads = iter([0.0, 1.0, 0.5])
+    controller = rig.controller(jitter=0.1)
+    controller._spread = lambda: next(spreads)
+    assert controller._interval(100) == pytest.approx(90)
+    assert controller._interval(100) == pytest.approx(110)
+    assert controller._interval(100) == pytest.approx(100)
+
+
 def test_a_failure_schedules_a_retry_when_its_backoff_ends(rig: Rig):
     rig.runner.failing.add("b")
     controller = rig.controller(reconcile_interval=3600, backoff=Backoff(initial=0.2))
-    controller._clock = time.monotonic  # real time: the scheduler runs on it
+    controller.reconciler.clock = time.monotonic  # real time: the schedule runs on it
     controller.start()
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and len(rig.runner.calls) < 2:

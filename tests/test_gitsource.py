@@ -35,6 +35,7 @@ from controller.adapters.gitsource import (
 from controller.adapters.gittree import GitTree, NotATree, folder_ids
 from controller.adapters.secrets import CredentialRefs, SecretRef, SecretStore
 from controller.core.discovery import DiscoveryOptions, discover
+from controller.core.errors import Policy
 from controller.core.plan import plan
 from controller.core.tree import Blob, SourceTree
 from tests.support.canaries import canary, record_output
@@ -444,7 +445,7 @@ def test_unreachable_and_silent_servers_fail_quickly(upstream: Upstream, tmp_pat
     with pytest.raises(GitSourceError) as caught:
         source(f"http://127.0.0.1:{port}/r.git", "main", tmp_path / "c1").fetch()
     record_output(str(caught.value))
-    assert caught.value.action == "retry later"
+    assert caught.value.policy is Policy.RETRY_LATER
 
     with socket.socket() as silent:
         silent.bind(("127.0.0.1", 0))

@@ -838,6 +838,7 @@ ENV_KEYS = {
     "build_seconds",
     "attempts",
     "next_retry",
+    "next",
     "stale",
 }
 

@@ -21,27 +21,27 @@ import docker
 import docker.errors
 import requests
 
+from controller.core.errors import FixSpec, RetryLater
 from controller.core.render import Rendered
 
 Log = Callable[[str], None]
 
 
-class BuildError(Exception):
-    """The build itself failed (a RUN step, a missing base): usually the spec must change."""
+class BuildError(FixSpec):
+    """The build itself failed (a RUN step, a Dockerfile the engine refuses): the spec must
+    change; building the same inputs again would fail the same way."""
 
-    action = "fix the spec or its base image"
+
+class PullError(RetryLater):
+    """The engine could not pull a base image (its registry refused or failed): retry later."""
 
 
-class EngineError(Exception):
+class EngineError(RetryLater):
     """The Docker engine could not be reached or failed: retry later."""
 
-    action = "retry later"
 
-
-class PushError(Exception):
+class PushError(RetryLater):
     """The registry refused or broke the push: retry later, or check its credentials."""
-
-    action = "retry later"
 
 
 def context_tar(rendered: Rendered) -> bytes:
@@ -163,8 +163,8 @@ class DockerBuilder:
         """Pull `reference` (a `repo@digest` or `repo:tag`) with credentials held in memory."""
         repository, tag = _split(reference)
 
-        def refused(reason: str) -> BuildError:
-            return BuildError(f"base image {reference} could not be pulled: {reason}")
+        def refused(reason: str) -> PullError:
+            return PullError(f"base image {reference} could not be pulled: {reason}")
 
         with _engine_call("while pulling", refused):
             stream = self.api.pull(
@@ -244,10 +244,6 @@ class DockerBuilder:
         if not aux.get("Digest"):
             raise PushError(f"push of {repository}:{tag} reported no digest")
         return str(aux["Digest"])
-
-    def remove(self, reference: str) -> None:
-        with contextlib.suppress(docker.errors.DockerException):
-            self.api.remove_image(reference, noprune=True)
 
 
 def _split(reference: str) -> tuple[str, str | None]:

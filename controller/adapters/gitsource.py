@@ -44,6 +44,7 @@ from controller.adapters.gittree import GitTree, Listings, NotATree
 from controller.adapters.redact import redact
 from controller.adapters.secrets import CredentialRefs, SecretRef, SecretStore
 from controller.core.credentials import url_credential
+from controller.core.errors import Policy, RetryLater
 
 REMOTE = "origin"
 LOCK_NAMES = ("HEAD.lock", "config.lock", "packed-refs.lock", "shallow.lock", "FETCH_HEAD.lock")
@@ -56,22 +57,20 @@ _AUTH_WORDS = ("auth", "401", "403", "credential")
 RefKind = Literal["branch", "tag", "name", "commit"]
 
 
-class GitSourceError(Exception):
+class GitSourceError(RetryLater):
     """The git source could not be fetched or read (unreachable, refused, broken)."""
-
-    action = "retry later"
 
 
 class GitAuthError(GitSourceError):
     """The server refused the credentials, also after reading them again."""
 
-    action = "check the git credentials"
+    policy = Policy.MISCONFIGURED
 
 
 class GitRefError(GitSourceError):
     """The tracked branch, tag or commit does not exist at the remote."""
 
-    action = "check the ref in the configuration"
+    policy = Policy.MISCONFIGURED
 
 
 def public_text(text: str) -> str:

@@ -58,6 +58,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from controller.adapters.redact import redact
+from controller.core.errors import Misconfigured
 
 log = logging.getLogger("envship.leader")
 
@@ -73,7 +74,7 @@ MAX_ADDRESS = 200
 """A longer annotation value is not taken for an address."""
 
 
-class LeaseError(Exception):
+class LeaseError(Misconfigured):
     """Leader election cannot be set up (no namespace, no credentials): fix the deployment."""
 
 

@@ -7,11 +7,13 @@ from collections.abc import Callable
 
 import requests
 
+from controller.core.errors import RetryLater
+
 PYPI = "https://pypi.org/simple/"
 TIMEOUT = 30.0
 
 
-class PackageIndexError(Exception):
+class PackageIndexError(RetryLater):
     """The index could not be asked (retry later); the message names the index, not a secret."""
 
 

@@ -30,6 +30,8 @@ from dxf import DXF, DXFBase
 from dxf.exceptions import DXFError, DXFMountFailed, DXFUnauthorizedError
 from requests.adapters import HTTPAdapter
 
+from controller.core.errors import Policy, RetryLater
+
 MANIFEST_TYPES = (
     "application/vnd.docker.distribution.manifest.v2+json",
     "application/vnd.docker.distribution.manifest.list.v2+json",
@@ -42,16 +44,14 @@ POOL_SIZE = 32
 """Connections kept per registry: more than the 16 concurrent checks of a plan."""
 
 
-class RegistryError(Exception):
+class RegistryError(RetryLater):
     """The registry could not be reached or answered badly: retry later."""
-
-    action = "retry later"
 
 
 class RegistryAuthError(RegistryError):
     """The registry refused the credentials (or their absence): check the configuration."""
 
-    action = "check the registry credentials"
+    policy = Policy.MISCONFIGURED
 
 
 class Authenticator(Protocol):

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from controller.adapters.redact import REDACTOR
+from controller.core.errors import Misconfigured
 
 if TYPE_CHECKING:  # the Azure SDK is slow to import; only Key Vault references need it
     from azure.core.credentials import TokenCredential
@@ -37,13 +38,10 @@ KEY_VAULT_DOMAINS = (
     ".vault.microsoftazure.de",
     ".managedhsm.azure.net",
 )
-SCHEMES = ("env", "file", "keyvault")
 
 
-class SecretError(Exception):
+class SecretError(Misconfigured):
     """A secret could not be read: check the reference or its source (its value is never shown)."""
-
-    action = "check the secret reference"
 
 
 @dataclass(frozen=True)

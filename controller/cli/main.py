@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Mapping
 from typing import Any
 
 import click
@@ -32,6 +33,7 @@ from controller.cli.options import (
 from controller.cli.run import run_command, status_command
 from controller.cli.watch import watch_command
 from controller.core.discovery import Discovered
+from controller.core.errors import Failure
 from controller.core.explain import differences
 from controller.core.hashing import content_hash, hash_input
 from controller.core.model import BuildSpec, Environment
@@ -55,6 +57,7 @@ def item_json(item: PlanItem) -> dict[str, Any]:
         "action": item.action,
         "source": item.source,
         "error": item.error,
+        "next": str(item.failure.policy) if item.failure is not None else None,
     }
 
 
@@ -63,7 +66,7 @@ def shown_path(env: Environment) -> str:
     return (env.path or ".") + more
 
 
-def print_plan(items: list[PlanItem], unpinned: dict[str, str]) -> None:
+def print_plan(items: list[PlanItem], unpinned: Mapping[str, object]) -> None:
     out = console()
     grid = table(("NAME", "KIND", "PATH", "HASH", "ACTION", "IMAGE"))
     for item in items:
@@ -84,7 +87,7 @@ def print_plan(items: list[PlanItem], unpinned: dict[str, str]) -> None:
     print_unpinned(out, unpinned)
 
 
-def print_unpinned(out: Any, unpinned: dict[str, str]) -> None:
+def print_unpinned(out: Any, unpinned: Mapping[str, object]) -> None:
     """Hashes made with bases as tagged: a sync that can resolve them hashes otherwise."""
     if not unpinned:
         return
@@ -139,7 +142,7 @@ def plan_command(
     Without --registry, bases are still pinned to their digests where their registries
     answer, as sync pins them; a hash made without that is marked with *.
     """
-    unpinned: dict[str, str] = {}
+    unpinned: dict[str, Failure] = {}
     if target.registry is None:
         found = discovery.load(path)
         resolution = target.resolver().resolve(found)
@@ -167,6 +170,7 @@ def result_json(result: Result) -> dict[str, Any]:
         "action": result.outcome,
         "digest": result.digest,
         "error": result.error,
+        "next": str(result.policy) if result.policy is not None else None,
         "seconds": round(result.seconds, 3),
         "log_tail": result.log[-LOG_TAIL:],
     }
@@ -199,11 +203,15 @@ def sync_command(
     where = target.target(discovery.prefix)
     found = discovery.load(path, where.prefix)
     origin = provenance(path)
-    options = build.options(
-        dry_run=dry_run, source=source or origin.source, revision=revision or origin.revision
-    )
     reporter = Reporter(None if quiet else lambda line: say(line, err=True))
-    sync = target.sync(where, options, reporter)
+    sync = target.sync(
+        where,
+        build,
+        reporter,
+        source=source or origin.source,
+        revision=revision or origin.revision,
+        dry_run=dry_run,
+    )
     try:
         results = sync.run(found)
     finally:

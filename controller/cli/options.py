@@ -8,18 +8,18 @@ import re
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import partial
 from typing import Any
-from urllib.parse import urlsplit
 
 import click
 
+from controller import compose
 from controller.adapters.folder import FolderTree
 from controller.adapters.forked import ForkedJobs, usable_cpus
-from controller.adapters.packageindex import PYPI, PackageIndex
+from controller.adapters.packageindex import PYPI
 from controller.adapters.redact import redact
-from controller.adapters.registries import RegistryPool, RegistrySettings
-from controller.adapters.secrets import CredentialRefs, SecretError, SecretRef, SecretStore
+from controller.adapters.registries import RegistrySettings
+from controller.adapters.secrets import CredentialRefs, SecretError, SecretRef
+from controller.compose import Wiring
 from controller.core.discovery import (
     Discovered,
     DiscoveryOptions,
@@ -29,8 +29,9 @@ from controller.core.discovery import (
 )
 from controller.core.naming import validate_prefix
 from controller.core.specs.common import DEFAULT_BASE_IMAGE
+from controller.pipeline.outcome import Reporter
 from controller.pipeline.resolve import Resolver
-from controller.pipeline.sync import Reporter, Sync, SyncOptions, Target
+from controller.pipeline.sync import Sync, Target
 
 SHORT_HASH = 12
 HASH_TAG_LENGTH = 32
@@ -241,17 +242,6 @@ class BuildArgs:
     tag_version: bool
     private_indexes: tuple[str, ...]
 
-    def options(self, **more: Any) -> SyncOptions:
-        options = SyncOptions(
-            moving_tags=self.moving_tags,
-            tag_version=self.tag_version,
-            private_indexes=self.private_indexes,
-            **more,
-        )
-        if self.jobs:
-            options.jobs = self.jobs
-        return options
-
 
 def build_options(f: Callable[..., Any]) -> Callable[..., Any]:
     options = [
@@ -347,37 +337,45 @@ class RegistryArgs:
             acr_identity=self.acr_identity,
         )
 
+    def wiring(
+        self, target: Target | None, build: BuildArgs | None = None, source: str | None = None
+    ) -> Wiring:
+        """What the flags say, for the composition root (`controller.compose`)."""
+        if target is None and (self.username or self.password or self.acr_identity):
+            raise click.UsageError("--username, --password and --acr-identity need --registry")
+        build = build or BuildArgs(None, (), False, ())
+        return Wiring(
+            target=target,
+            registry=self.settings(target),
+            secret_ttl=self.secret_ttl,
+            resolve_bases=not self.no_resolve_base,
+            package_index=self.package_index,
+            index_credentials=credential_map(self.index_auth, "--index-auth"),
+            private_indexes=build.private_indexes,
+            jobs=build.jobs,
+            moving_tags=build.moving_tags,
+            tag_version=build.tag_version,
+            source=source,
+        )
+
     def sync(
-        self, target: Target, options: SyncOptions | None = None, reporter: Reporter | None = None
+        self,
+        target: Target,
+        build: BuildArgs | None = None,
+        reporter: Reporter | None = None,
+        *,
+        source: str | None = None,
+        revision: str | None = None,
+        dry_run: bool = False,
     ) -> Sync:
         """A sync against the target, with the secret store the credentials come from."""
-        settings = self.settings(target)
-        store = SecretStore(self.secret_ttl, settings.credential_factory, settings.ca_file)
-        options = options or SyncOptions()
-        options.resolve_bases = not self.no_resolve_base
-        options.index_credentials = credential_map(self.index_auth, "--index-auth")
-        options.package_index = self.package_index_of(store)
-        return Sync(target, RegistryPool(settings, store), options, reporter)
-
-    def package_index_of(self, store: SecretStore) -> PackageIndex:
-        """The package index, with its host's `--index-auth` credentials when given."""
-        host = urlsplit(self.package_index).netloc
-        refs = credential_map(self.index_auth, "--index-auth").get(host)
-        credentials = partial(refs.read, store) if refs is not None else None
-        return PackageIndex(self.package_index, credentials=credentials, ca_file=self.ca_file)
+        wiring = self.wiring(target, build, source)
+        return compose.sync(wiring, reporter, dry_run=dry_run, revision=revision)
 
     def resolver(self) -> Resolver:
         """What `plan`, `hash` and `render` resolve with when no target is given: the base
         image registries' own credentials (`--base-auth`), anonymous elsewhere."""
-        if self.username or self.password or self.acr_identity:
-            raise click.UsageError("--username, --password and --acr-identity need --registry")
-        settings = self.settings(None)
-        store = SecretStore(self.secret_ttl, settings.credential_factory, settings.ca_file)
-        return Resolver(
-            RegistryPool(settings, store),
-            enabled=not self.no_resolve_base,
-            package_index=self.package_index_of(store),
-        )
+        return compose.resolver(self.wiring(None))
 
 
 def short(content: str | None) -> str:

@@ -9,16 +9,14 @@ from typing import Any
 
 import click
 
+from controller import compose
 from controller.adapters.folder import FolderTree
 from controller.adapters.gitinfo import provenance
-from controller.adapters.registries import RegistryPool
-from controller.adapters.secrets import SecretStore
 from controller.cli.options import (
     BuildArgs,
     Discovery,
     RegistryArgs,
     build_options,
-    credential_map,
     discovery_options,
     first_line,
     registry_options,
@@ -58,7 +56,6 @@ def watch_command(
     import time  # noqa: PLC0415
 
     from controller.adapters.watch import Round, Watcher  # noqa: PLC0415 - watchdog
-    from controller.service.controller import SyncRunner  # noqa: PLC0415
 
     where = target.target(discovery.prefix)
     # The first discovery checks --root and --prefix, forking its jobs before any thread runs;
@@ -70,15 +67,7 @@ def watch_command(
         prefix=where.prefix,
         default_base_image=discovery.default_base_image,
     )
-    settings = target.settings(where)
-    store = SecretStore(target.secret_ttl, settings.credential_factory, settings.ca_file)
-    sync_options = build.options(
-        resolve_bases=not target.no_resolve_base,
-        source=provenance(path).source,
-        index_credentials=credential_map(target.index_auth, "--index-auth"),
-        package_index=target.package_index_of(store),
-    )
-    runner = SyncRunner(where, lambda: RegistryPool(settings, store), sync_options)
+    runner = compose.runner(target.wiring(where, build, provenance(path).source))
     reporter = Reporter(None if quiet else lambda line: say(line, err=True))
 
     def one_round(this: Round) -> None:

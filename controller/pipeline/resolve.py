@@ -23,7 +23,7 @@ from controller.adapters.packageindex import PackageIndex, PackageIndexError
 from controller.adapters.registries import RegistryPool
 from controller.adapters.registry import RegistryError
 from controller.adapters.secrets import SecretError
-from controller.core.errors import SpecError
+from controller.core.errors import Failure, SpecError
 from controller.core.model import BuildSpec, Environment, Placeholder, base_references
 from controller.core.naming import split_reference
 from controller.core.specs.common import check_build_dockerfile
@@ -53,7 +53,7 @@ class Resolver:
 
     # -- template look-ups ------------------------------------------------------------------
 
-    def fill(self, envs: Sequence[Environment]) -> tuple[list[Environment], dict[str, str]]:
+    def fill(self, envs: Sequence[Environment]) -> tuple[list[Environment], dict[str, Failure]]:
         """Environments with their placeholders filled; those that cannot be filled are
         refused (fix the spec), those whose look-up failed for now are in the returned
         failures (path -> why; retry later)."""
@@ -69,7 +69,7 @@ class Resolver:
                 for key, answer in zip(keys, workers.map(self._look_up, keys), strict=True):
                     answers[key] = answer
         filled: list[Environment] = []
-        failures: dict[str, str] = {}
+        failures: dict[str, Failure] = {}
         for env in envs:
             if not (env.ok and env.build and env.build.placeholders):
                 filled.append(env)
@@ -79,7 +79,7 @@ class Resolver:
             except SpecError as exc:
                 filled.append(replace(env, error=exc))
             except (RegistryError, SecretError, PackageIndexError) as exc:
-                failures[env.path] = str(exc)
+                failures[env.path] = Failure(str(exc), exc, "resolve")
                 filled.append(env)
         return filled, failures
 
@@ -155,10 +155,10 @@ class Resolver:
 
     # -- base digests -----------------------------------------------------------------------
 
-    def pin(self, envs: Sequence[Environment]) -> tuple[list[Environment], dict[str, str]]:
+    def pin(self, envs: Sequence[Environment]) -> tuple[list[Environment], dict[str, Failure]]:
         """Every base image pinned to its digest; environments whose base cannot be resolved
         are returned as they are, with why (path -> reason). Off: nothing is pinned."""
-        failures: dict[str, str] = {}
+        failures: dict[str, Failure] = {}
         if not self.enabled:
             return list(envs), failures
         ready = [env for env in envs if env.ok and env.build and not env.build.placeholders]
@@ -179,9 +179,11 @@ class Resolver:
                 # Base tags move, unlike hash tags: always ask (each distinct base once a run).
                 registry = self.pool.get(host or "docker.io")
                 found = registry.digest(repository, tag or "latest", refresh=True)
-                answers[ref] = found or LookupError(f"base image {ref} does not exist")
-            except (RegistryError, SecretError, ValueError) as exc:
+                answers[ref] = found or RegistryError(f"base image {ref} does not exist")
+            except (RegistryError, SecretError) as exc:
                 answers[ref] = exc
+            except ValueError as exc:  # checked when the spec was read: unforeseen here
+                answers[ref] = SpecError(ref, str(exc))
 
         with ThreadPoolExecutor(CHECK_WORKERS) as workers:
             list(workers.map(resolve, sorted(wanted)))
@@ -194,7 +196,8 @@ class Resolver:
             for ref in base_references(env.build):
                 answer = answers[ref]
                 if isinstance(answer, Exception):
-                    failures[env.path] = f"base image {ref} could not be resolved: {answer}"
+                    why = f"base image {ref} could not be resolved: {answer}"
+                    failures[env.path] = Failure(why, answer, "resolve")
                     break
                 pins.append((ref, answer))
             build = replace(env.build, base_digests=tuple(sorted(pins)))
@@ -212,14 +215,14 @@ class Resolver:
 class Resolution:
     envs: list[Environment]
     """Placeholders filled (or refused) and bases pinned, where that could be done."""
-    failures: dict[str, str]
+    failures: dict[str, Failure]
     """Path -> why a placeholder could not be looked up now (retry later)."""
-    unpinned: dict[str, str]
+    unpinned: dict[str, Failure]
     """Path -> why its bases are not pinned: hashed as tagged, which is not what a sync
     that can resolve them hashes."""
 
     @property
-    def problems(self) -> dict[str, str]:
+    def problems(self) -> dict[str, Failure]:
         """Everything that keeps an environment from being synced now."""
         return {**self.unpinned, **self.failures}
 

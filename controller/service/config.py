@@ -27,16 +27,16 @@ from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
-    YamlConfigSettingsSource,
 )
 
 from controller.adapters.packageindex import PYPI
 from controller.adapters.secrets import CredentialRefs, SecretError, SecretRef
 from controller.core.credentials import url_credential
+from controller.core.errors import Misconfigured
 from controller.core.specs.common import DEFAULT_BASE_IMAGE
 
 
-class ConfigError(Exception):
+class ConfigError(Misconfigured):
     """The configuration is invalid: fix it and restart."""
 
 
@@ -133,7 +133,8 @@ class Registry(Model):
 
 
 class Builds(Model):
-    jobs: int = Field(default=2, ge=1, le=64)
+    jobs: int | None = Field(default=None, ge=1, le=64)
+    """Builds in parallel; unset: half the CPUs envship may use (as `envship sync`)."""
     resolve_base: bool = Field(default=True, alias="resolveBase")
     tags: list[str] = []
     tag_version: bool = Field(default=False, alias="tagVersion")
@@ -301,4 +302,4 @@ def load(path: str | Path) -> Config:
         raise ConfigError(f"{path}: " + "; ".join(problems)) from None
 
 
-__all__ = ["Config", "ConfigError", "YamlConfigSettingsSource", "load"]
+__all__ = ["Config", "ConfigError", "load"]

@@ -3,9 +3,10 @@
     {"level": "info", "ts": "2025-01-31T12:00:00.123Z", "logger": "envship.controller",
      "msg": "...", "reconcileID": 3, "revision": "main@sha1:...", "env": "train", "error": "..."}
 
-`reconcileID`, `revision`, `env` and `error` come from a record's `extra` (absent when not
-given); an exception's traceback goes under `traceback`. Nothing a record carries leaves
-unredacted: the message, the fields and the traceback all pass through `redact`.
+`reconcileID`, `revision`, `env`, `step` (envship's own steps) and `error` come from a record's
+`extra` (absent when not given); an exception's traceback goes under `traceback`. Nothing a
+record carries leaves unredacted: the message, the fields and the traceback all pass through
+`redact`.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import IO, Any
 
 from controller.adapters.redact import redact
 
-FIELDS = ("reconcileID", "revision", "env", "error")
+FIELDS = ("reconcileID", "revision", "env", "step", "error")
 
 
 def _value(value: object) -> Any:

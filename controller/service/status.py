@@ -68,6 +68,9 @@ class EnvStatus:
     """Failed attempts since the last success (drives the backoff)."""
     next_retry: str | None = None
     """UTC ISO time of the next attempt after a failure, or None."""
+    next: str | None = None
+    """After a failure, what happens next: `fix the spec` (held until the inputs change),
+    `retry later` (backoff) or `operator must act` (configuration or a secret)."""
     stale: bool = False
 
     def to_dict(self, *, stale: bool = False) -> dict[str, Any]:
@@ -88,6 +91,7 @@ class EnvStatus:
             "build_seconds": self.build_seconds,
             "attempts": self.attempts,
             "next_retry": _text(self.next_retry),
+            "next": self.next,
             "stale": self.stale or stale,
         }
 

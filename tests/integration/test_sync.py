@@ -164,10 +164,14 @@ def test_failures_stay_with_their_environment(
     assert items["failing-run"]["action"] == "failed"
     assert "returned a non-zero code: 7" in str(items["failing-run"]["error"])
     assert "boom" in items["failing-run"]["log_tail"]  # the build output is kept per environment
+    assert items["failing-run"]["next"] == "fix the spec"  # a RUN step fails the same way again
     assert items["missing-base"]["action"] == "failed"
     assert "base/nothing:1 does not exist" in str(items["missing-base"]["error"])
+    assert items["missing-base"]["next"] == "retry later"  # the base may yet be pushed
+    assert items["good"]["next"] is None
     assert items["bad-spec"]["action"] == "refused"  # the spec, not the moment, is wrong
     assert "invalid JSON" in str(items["bad-spec"]["error"])
+    assert items["bad-spec"]["next"] == "fix the spec"
     assert target.tags("t3/failing-run") == []
     assert target.tags("t3/missing-base") == []
 

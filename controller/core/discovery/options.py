@@ -6,13 +6,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
+from controller.core.errors import Misconfigured
 from controller.core.limits import Limits
 from controller.core.tree import SourceTree
 
 T = TypeVar("T")
 
 
-class RootError(ValueError):
+class RootError(Misconfigured, ValueError):
     """The configured root is not a folder of the repository (the operator must act)."""
 
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from controller.core.documents import load_yaml
-from controller.core.errors import SpecError
+from controller.core.errors import FixSpec, SpecError
 from controller.core.naming import check_image_reference, repository_for
 from controller.core.tree import SourceTree
 
@@ -28,7 +28,7 @@ FILE = "envship.yaml"
 KEYS = ("root", "ignore", "defaultBaseImage", "names")
 
 
-class RepositoryConfigError(ValueError):
+class RepositoryConfigError(FixSpec, ValueError):
     """`envship.yaml` is not valid: the repository's owner must fix it (nothing is discovered)."""
 
 

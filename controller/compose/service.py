@@ -1,31 +1,43 @@
-"""The controller the configuration file describes: git source, registry clients, secret store,
-sync options and webhook secrets, put together without starting or reading anything."""
+"""`envship run`'s part of the composition root: the controller, its git source and its
+webhook secrets, from the configuration file."""
 
 from __future__ import annotations
 
 from functools import partial
 from typing import Any
-from urllib.parse import urlsplit
 
 from controller.adapters.gitsource import GitSettings, GitSource
-from controller.adapters.packageindex import PackageIndex
 from controller.adapters.redact import redact
-from controller.adapters.registries import RegistryPool, RegistrySettings
+from controller.adapters.registries import RegistrySettings
 from controller.adapters.secrets import SecretError, SecretRef, SecretStore
+from controller.compose import Wiring, runner, secret_store
 from controller.core.discovery import DiscoveryOptions
 from controller.core.naming import validate_prefix
 from controller.http.app import WebhookSecrets
-from controller.pipeline.sync import SyncOptions, Target
-from controller.service.config import Builds, Config
-from controller.service.controller import Controller, GcPolicy, SyncRunner
+from controller.pipeline.options import Target
+from controller.service.config import Config
+from controller.service.controller import Controller, GcPolicy
 from controller.service.metrics import Metrics
 
 
-def package_index(builds: Builds, store: SecretStore, ca_file: str | None) -> PackageIndex:
-    """Where `{{latest-pypi-version}}` is looked up, with its host's `indexAuth` credentials."""
-    refs = builds.index_auth.get(urlsplit(builds.package_index).netloc)
-    credentials = partial(refs.refs().read, store) if refs is not None else None
-    return PackageIndex(builds.package_index, credentials=credentials, ca_file=ca_file)
+def wiring_of(config: Config, source: str | None = None) -> Wiring:
+    """The configuration file's settings as a `Wiring`."""
+    target = Target.parse(config.registry.url, config.specs.prefix)
+    validate_prefix(target.prefix)
+    builds = config.builds
+    return Wiring(
+        target=target,
+        registry=registry_settings(config, target),
+        secret_ttl=config.secrets.ttl,
+        resolve_bases=builds.resolve_base,
+        package_index=builds.package_index,
+        index_credentials={host: c.refs() for host, c in builds.index_auth.items()},
+        private_indexes=tuple(builds.private_indexes),
+        jobs=builds.jobs,
+        moving_tags=tuple(builds.tags),
+        tag_version=builds.tag_version,
+        source=source,
+    )
 
 
 def _reader(store: SecretStore, reference: str | None, *, sensitive: bool = True) -> Any:
@@ -66,34 +78,19 @@ def from_config(
 ) -> tuple[Controller, SecretStore]:
     """The controller the configuration describes, and its secret store (nothing is started,
     nothing is read yet). Raises ValueError for settings that cannot be used."""
-    target = Target.parse(config.registry.url, config.specs.prefix)
-    validate_prefix(target.prefix)
-    settings = registry_settings(config, target)
-    store = SecretStore(config.secrets.ttl, settings.credential_factory, settings.ca_file)
     git = config.git
-    source = GitSource(
-        GitSettings(
-            url=git.url,
-            ref=git.ref,
-            cache_dir=git.cache_dir,
-            credentials=git.credentials.refs() if git.credentials else None,
-            ssh_key=SecretRef.parse(git.ssh_key) if git.ssh_key else None,
-            ssh_user=git.ssh_user,
-        ),
-        store,
+    settings = GitSettings(
+        url=git.url,
+        ref=git.ref,
+        cache_dir=git.cache_dir,
+        credentials=git.credentials.refs() if git.credentials else None,
+        ssh_key=SecretRef.parse(git.ssh_key) if git.ssh_key else None,
+        ssh_user=git.ssh_user,
     )
-    builds = config.builds
-    options = SyncOptions(
-        jobs=builds.jobs,
-        resolve_bases=builds.resolve_base,
-        moving_tags=tuple(builds.tags),
-        tag_version=builds.tag_version,
-        source=source.settings.public_url,
-        private_indexes=tuple(builds.private_indexes),
-        index_credentials={host: c.refs() for host, c in builds.index_auth.items()},
-        package_index=package_index(builds, store, settings.ca_file),
-    )
-    runner = SyncRunner(target, lambda: RegistryPool(settings, store), options)
+    wiring = wiring_of(config, settings.public_url)
+    store = secret_store(wiring)
+    source = GitSource(settings, store)
+    target = Target.parse(config.registry.url, config.specs.prefix)
     discovery = DiscoveryOptions(
         root=config.specs.root,
         ignore=tuple(config.specs.ignore),
@@ -103,7 +100,7 @@ def from_config(
     intervals = config.intervals
     controller = Controller(
         source,
-        runner,
+        runner(wiring, store),
         discovery,
         metrics=metrics,
         reconcile_interval=intervals.reconcile,
@@ -154,4 +151,5 @@ __all__ = [
     "secret_references",
     "unreadable_secrets",
     "webhook_secrets",
+    "wiring_of",
 ]

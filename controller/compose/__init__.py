@@ -1,0 +1,111 @@
+"""The composition root: the one place that turns settings (the flags of `sync`, `plan` and
+`watch`, or the configuration file of `envship run`) into working parts: secret store, registry
+clients, package index, sync options, syncs and the runner; `controller.compose.service` adds
+the controller and its HTTP surface for `envship run`. Nothing is started or read here."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import partial
+from urllib.parse import urlsplit
+
+from controller.adapters.packageindex import PYPI, PackageIndex
+from controller.adapters.registries import RegistryPool, RegistrySettings
+from controller.adapters.secrets import CredentialRefs, SecretStore
+from controller.pipeline.options import SyncOptions, Target, default_jobs
+from controller.pipeline.outcome import Reporter
+from controller.pipeline.resolve import Resolver
+from controller.pipeline.runner import SyncRunner
+from controller.pipeline.sync import Sync
+
+
+@dataclass(frozen=True)
+class Wiring:
+    """How a sync reaches the outside, however it was configured (flags or file)."""
+
+    target: Target | None
+    registry: RegistrySettings
+    secret_ttl: float = 300.0
+    resolve_bases: bool = True
+    package_index: str = PYPI
+    """Where `{{latest-pypi-version}}` is looked up."""
+    index_credentials: Mapping[str, CredentialRefs] = field(default_factory=dict)
+    private_indexes: tuple[str, ...] = ()
+    jobs: int | None = None
+    """Builds in parallel; None: `default_jobs()`."""
+    moving_tags: tuple[str, ...] = ()
+    tag_version: bool = False
+    source: str | None = None
+    """The git source shown in image labels."""
+
+
+def secret_store(wiring: Wiring) -> SecretStore:
+    settings = wiring.registry
+    return SecretStore(wiring.secret_ttl, settings.credential_factory, settings.ca_file)
+
+
+def package_index(wiring: Wiring, store: SecretStore) -> PackageIndex:
+    """The package index, with its host's index credentials when there are any."""
+    refs = wiring.index_credentials.get(urlsplit(wiring.package_index).netloc)
+    credentials = partial(refs.read, store) if refs is not None else None
+    return PackageIndex(
+        wiring.package_index, credentials=credentials, ca_file=wiring.registry.ca_file
+    )
+
+
+def sync_options(
+    wiring: Wiring, store: SecretStore, *, dry_run: bool = False, revision: str | None = None
+) -> SyncOptions:
+    return SyncOptions(
+        jobs=wiring.jobs or default_jobs(),
+        dry_run=dry_run,
+        revision=revision,
+        resolve_bases=wiring.resolve_bases,
+        moving_tags=wiring.moving_tags,
+        tag_version=wiring.tag_version,
+        source=wiring.source,
+        private_indexes=wiring.private_indexes,
+        index_credentials=wiring.index_credentials,
+        package_index=package_index(wiring, store),
+    )
+
+
+def _target(wiring: Wiring) -> Target:
+    if wiring.target is None:
+        raise ValueError("a sync needs a target registry")
+    return wiring.target
+
+
+def sync(
+    wiring: Wiring,
+    reporter: Reporter | None = None,
+    *,
+    dry_run: bool = False,
+    revision: str | None = None,
+) -> Sync:
+    """One sync against the target (`envship sync`, `plan --registry`)."""
+    store = secret_store(wiring)
+    options = sync_options(wiring, store, dry_run=dry_run, revision=revision)
+    return Sync(_target(wiring), RegistryPool(wiring.registry, store), options, reporter)
+
+
+def resolver(wiring: Wiring) -> Resolver:
+    """What `plan`, `hash` and `render` resolve with when no target is given."""
+    store = secret_store(wiring)
+    return Resolver(
+        RegistryPool(wiring.registry, store),
+        enabled=wiring.resolve_bases,
+        package_index=package_index(wiring, store),
+    )
+
+
+def runner(wiring: Wiring, store: SecretStore | None = None) -> SyncRunner:
+    """Syncs for a long-lived caller (`envship watch`, the controller)."""
+    store = store or secret_store(wiring)
+    settings = wiring.registry
+    options = sync_options(wiring, store)
+    return SyncRunner(_target(wiring), lambda: RegistryPool(settings, store), options)
+
+
+__all__ = ["Wiring", "package_index", "resolver", "runner", "secret_store", "sync", "sync_options"]

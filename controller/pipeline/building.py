@@ -1,0 +1,276 @@
+"""Step 2 of a sync: build, push and verify each `build` item, and copy each `copy` item
+across repositories once its source is there.
+
+Nothing is tagged with a content hash unless it was built from that hash's rendered build; a
+push counts only once the registry holds the pushed digest. Each environment fails alone, and
+its `Failure` keeps the error, whose class says what happens next.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from functools import partial
+
+from controller.adapters.builder import BuildError, DockerBuilder, EngineError, PullError, PushError
+from controller.adapters.indexproxy import IndexProxy
+from controller.adapters.redact import redact
+from controller.adapters.registries import RegistryPool
+from controller.adapters.registry import OciRegistry, RegistryError
+from controller.adapters.secrets import SecretError
+from controller.core.dockerfile import declared_args
+from controller.core.errors import EnvshipError, RetryLater
+from controller.core.model import base_references
+from controller.core.naming import split_reference, tag_for
+from controller.core.plan import PlanItem
+from controller.core.render import LABEL_HASH, render
+from controller.pipeline.options import SyncOptions
+from controller.pipeline.outcome import Reporter, Result, Step, failure
+
+INDEX_ARGS = frozenset({"PIP_EXTRA_INDEX_URL", "PIP_TRUSTED_HOST"})
+"""The build arguments a Dockerfile declares to install from the private indexes."""
+FAILURES = (BuildError, PullError, EngineError, PushError, RegistryError, SecretError)
+
+
+class InternalError(RetryLater):
+    """Something envship did not foresee: reported (please report it too) and retried."""
+
+
+class HashLocks:
+    """One build per hash at a time in this process, whatever calls sync; an entry lives only
+    while someone holds or waits for it."""
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._locks: dict[str, tuple[threading.Lock, int]] = {}
+
+    @contextlib.contextmanager
+    def hold(self, content: str) -> Iterator[None]:
+        with self._guard:
+            lock, users = self._locks.get(content, (threading.Lock(), 0))
+            self._locks[content] = (lock, users + 1)
+        try:
+            with lock:
+                yield
+        finally:
+            with self._guard:
+                lock, users = self._locks[content]
+                if users == 1:
+                    del self._locks[content]
+                else:
+                    self._locks[content] = (lock, users - 1)
+
+    def __len__(self) -> int:
+        with self._guard:
+            return len(self._locks)
+
+
+BUILDING = HashLocks()
+
+
+class Builds:
+    """Builds, pushes and copies the items of one plan (`run`)."""
+
+    def __init__(
+        self,
+        host: str,
+        pool: RegistryPool,
+        options: SyncOptions,
+        reporter: Reporter,
+        builder_factory: Callable[[], DockerBuilder],
+    ) -> None:
+        self.host = host
+        self.pool = pool
+        self.registry: OciRegistry = pool.get(host)
+        self.options = options
+        self.reporter = reporter
+        self._builder_factory = builder_factory
+        self._builder: DockerBuilder | None = None
+        self._lock = threading.Lock()
+        self._proxy: IndexProxy | None = None
+
+    def run(self, items: Sequence[PlanItem], results: dict[int, Result]) -> None:
+        """Every `build` and `copy` item done, its result in `results` (by `id(item)`); a copy
+        whose source is being built waits for that build."""
+        builds = [i for i in items if i.action == "build"]
+        copies = [i for i in items if i.action == "copy"]
+        waiting = {i.hash: [c for c in copies if c.hash == i.hash] for i in builds}
+        ready_copies = [c for c in copies if c.hash not in waiting]
+
+        def build_group(item: PlanItem) -> None:
+            result = self.build(item)
+            results[id(item)] = result
+            for copy in waiting.get(item.hash, []):
+                if result.outcome == "built":
+                    results[id(copy)] = self.copy(copy)
+                else:
+                    why = result.failure or failure(InternalError("no build"), "copy")
+                    results[id(copy)] = Result(
+                        copy,
+                        "failed",
+                        failure=failure(why.error, "copy", f"not copied: {why.message}"),
+                    )
+
+        def copy_one(item: PlanItem) -> None:
+            results[id(item)] = self.copy(item)
+
+        with ThreadPoolExecutor(max(1, self.options.jobs)) as workers:
+            futures = [workers.submit(build_group, item) for item in builds]
+            futures += [workers.submit(copy_one, item) for item in ready_copies]
+            for future in futures:
+                future.result()
+
+    def close(self) -> None:
+        if self._proxy is not None:
+            self._proxy.stop()
+            self._proxy = None
+
+    def builder(self) -> DockerBuilder:
+        with self._lock:
+            if self._builder is None:
+                self._builder = self._builder_factory()
+                self._builder.ping()
+            return self._builder
+
+    # -- build, push, verify -----------------------------------------------------------------
+
+    def build(self, item: PlanItem) -> Result:
+        """`_build`, and whatever it raises stays with this environment: envship's own errors
+        keep their policy, anything unforeseen is an internal error (reported, retried)."""
+        started = time.monotonic()
+        log: list[str] = []
+        try:
+            return self._build(item, log, started)
+        except EnvshipError as exc:
+            self.reporter.line(item.env.status_key, f"failed: {exc}", Step.FAILED)
+            return Result(
+                item, "failed", failure=failure(exc, "build"), log=log,
+                seconds=time.monotonic() - started,
+            )  # fmt: skip
+        except Exception as exc:
+            name = type(exc).__name__
+            self.reporter.line(item.env.status_key, f"failed: internal error {name}", Step.FAILED)
+            error = InternalError(f"internal error ({name}); please report this")
+            return Result(item, "failed", failure=failure(error, "build"), log=log)
+
+    def _build(self, item: PlanItem, log: list[str], started: float) -> Result:
+        env, build = item.env, item.env.build
+        if build is None or not item.hash or not env.repository:
+            raise InternalError("internal: a build without its spec")
+
+        def emit(line: str, step: Step | None = None) -> None:
+            log.append(redact(line))
+            self.reporter.line(env.status_key, line, step)
+
+        repository = f"{self.host}/{env.repository}"
+        tag = tag_for(item.hash)
+        local = f"{repository}:{tag}"
+        with BUILDING.hold(item.hash):
+            builder = self.builder()
+            existing = builder.image_labels(local)
+            if existing is not None and existing.get(LABEL_HASH) == item.hash:
+                emit(f"reusing the local image {local} (same hash)", Step.REUSE)
+            else:
+                pins = dict(build.base_digests)
+                bases = [(ref, pins.get(ref)) for ref in base_references(build)]
+                self._pull_bases(builder, bases, emit)
+                rendered = render(
+                    build, item.hash, source=self.options.source, revision=self.options.revision
+                )
+                created = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+                emit(f"building {local}", Step.BUILD)
+                build_args, end_grant = self.index_grant(rendered.dockerfile)
+                try:
+                    builder.build(
+                        rendered,
+                        tag=local,
+                        labels={"org.opencontainers.image.created": created},
+                        platform=build.platform,
+                        log=emit,
+                        build_args=build_args,
+                        host_network=bool(build_args),
+                    )
+                finally:
+                    end_grant()
+            emit(f"pushing {local}", Step.PUSH)
+            digest = builder.push(repository, tag, self.registry.authenticator.docker_auth(), emit)
+            stored = self.registry.digest(env.repository, tag, refresh=True)
+            if stored != digest:
+                raise PushError(
+                    f"the registry holds {stored or 'nothing'} for {local}, not the pushed {digest}"
+                )
+        emit(f"pushed {digest}", Step.PUSHED)
+        return Result(item, "built", digest, log=log, seconds=time.monotonic() - started)
+
+    def _pull_bases(
+        self,
+        builder: DockerBuilder,
+        bases: Iterable[tuple[str, str | None]],
+        emit: Callable[[str, Step | None], None],
+    ) -> None:
+        """Pull each base (by digest when resolved) with its registry's credentials, in memory.
+
+        Bases the engine already has are not pulled again; unresolved ones (offline use) are
+        used as the engine has them when present.
+        """
+        for ref, digest in bases:
+            host, repository, _tag, _digest = split_reference(ref)
+            name = f"{host}/{repository}" if host else repository
+            wanted = f"{name}@{digest}" if digest else ref
+            if builder.has_image(wanted):
+                continue
+            emit(f"pulling {wanted}", Step.PULL)
+            auth = self.pool.get(host or "docker.io").authenticator.docker_auth()
+            builder.pull(wanted, auth, lambda line: emit(line, None))
+
+    def index_grant(self, dockerfile: str) -> tuple[dict[str, str], Callable[[], None]]:
+        """Build arguments that point pip at the private indexes through the forwarder, for a
+        build whose Dockerfile declares them, and what ends the grant when the build is over.
+
+        They hold loopback URLs and a token good for this build only; the credentials stay in
+        this process. A build that declares none gets no arguments (and no host network)."""
+        wanted = INDEX_ARGS & declared_args(dockerfile)
+        if not self.options.private_indexes or not wanted:
+            return {}, lambda: None
+        with self._lock:
+            if self._proxy is None:
+                store = self.pool.secrets
+                refs = self.options.index_credentials
+                self._proxy = IndexProxy(
+                    {host: partial(r.read, store) for host, r in refs.items()},
+                    indexes=self.options.private_indexes,
+                    forget={host: partial(r.forget, store) for host, r in refs.items()},
+                    ca_file=self.pool.settings.ca_file,
+                ).start()
+            proxy = self._proxy
+        token = proxy.grant()
+        routed = [proxy.route(url, token) for url in self.options.private_indexes]
+        args = {"PIP_EXTRA_INDEX_URL": " ".join(routed), "PIP_TRUSTED_HOST": "127.0.0.1"}
+        return {k: v for k, v in args.items() if k in wanted}, partial(proxy.revoke, token)
+
+    # -- copy --------------------------------------------------------------------------------
+
+    def copy(self, item: PlanItem) -> Result:
+        env = item.env
+        started = time.monotonic()
+        try:
+            if not item.hash or not item.source or not env.repository:
+                raise InternalError("internal: a copy without its source")
+            tag = tag_for(item.hash)
+            digest = self.registry.copy(item.source, tag, env.repository, tag)
+        except EnvshipError as exc:
+            return Result(
+                item, "failed", failure=failure(exc, "copy"), seconds=time.monotonic() - started
+            )
+        except Exception as exc:
+            error = InternalError(f"internal error ({type(exc).__name__}); please report this")
+            return Result(item, "failed", failure=failure(error, "copy"))
+        self.reporter.line(env.status_key, f"copied from {item.source}: {digest}", Step.COPY)
+        return Result(item, "copied", digest, seconds=time.monotonic() - started)
+
+
+__all__ = ["BUILDING", "FAILURES", "INDEX_ARGS", "Builds", "HashLocks", "InternalError"]

@@ -1,0 +1,64 @@
+"""What a sync is asked to do: where images go and how builds are run. One default for each
+setting, whichever command (or the controller) asks."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from controller.adapters.forked import usable_cpus
+from controller.adapters.packageindex import PackageIndex
+from controller.adapters.secrets import CredentialRefs
+from controller.core.credentials import url_credential
+
+
+def default_jobs() -> int:
+    """Builds in parallel when nothing says otherwise: half the CPUs this process may use."""
+    return max(1, usable_cpus() // 2)
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """`host[:port][/prefix]`: where images go."""
+
+    host: str
+    prefix: str
+
+    @classmethod
+    def parse(cls, reference: str, default_prefix: str) -> Target:
+        """`host[:port][/prefix]`; a URL, and anything holding credentials, is refused without
+        being repeated."""
+        text = reference.strip().rstrip("/")
+        host, _, prefix = text.partition("/")
+        if "@" in host or url_credential(text) is not None:
+            raise ValueError(
+                "the registry reference holds user-info or a token; give host[:port][/prefix] "
+                "and the credentials as secret references"
+            )
+        if "://" in text:
+            raise ValueError("give the registry as host[:port][/prefix], not a URL")
+        if not host:
+            raise ValueError(f"registry {reference!r} has no host")
+        return cls(host, prefix or default_prefix)
+
+
+@dataclass(frozen=True)
+class SyncOptions:
+    jobs: int = field(default_factory=default_jobs)
+    dry_run: bool = False
+    resolve_bases: bool = True
+    moving_tags: tuple[str, ...] = ()
+    tag_version: bool = False
+    source: str | None = None
+    revision: str | None = None
+    private_indexes: tuple[str, ...] = ()
+    """Package index URLs served to builds through the loopback forwarder (`PIP_*` args)."""
+    index_credentials: Mapping[str, CredentialRefs] = field(default_factory=dict)
+    """Index host -> username and password references."""
+    package_index: PackageIndex | None = None
+    """Where `{{latest-pypi-version}}` is looked up (default: PyPI)."""
+    held: frozenset[str] = frozenset()
+    """Content hashes whose build failed for the spec's own reasons: not built again."""
+
+
+__all__ = ["SyncOptions", "Target", "default_jobs"]
