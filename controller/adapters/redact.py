@@ -7,7 +7,6 @@ results, logs and the controller's status pass their text through it.
 
 from __future__ import annotations
 
-import logging
 import threading
 from urllib.parse import quote
 
@@ -45,14 +44,3 @@ REDACTOR = Redactor()
 
 def redact(text: str) -> str:
     return REDACTOR(text)
-
-
-class RedactingFilter(logging.Filter):
-    """A logging filter that masks secrets in the formatted message and arguments."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.args:
-            record.msg = record.getMessage()
-            record.args = None
-        record.msg = redact(str(record.msg))
-        return True

@@ -32,7 +32,6 @@ GITHUB_EVENT = "X-GitHub-Event"
 GITLAB_HEADER = "X-Gitlab-Token"
 GENERIC_SIGNATURE = "X-Signature"
 AUTHORIZATION = "Authorization"
-PROVIDERS = ("github", "gitlab", "azure-devops", "generic")
 
 _SHA256_HEX = re.compile(r"sha256=([0-9a-fA-F]{64})")
 _EVENT = re.compile(r"[A-Za-z0-9_.-]{1,64}")
