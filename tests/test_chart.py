@@ -33,10 +33,10 @@ from pydantic import BaseModel, Field, create_model
 from controller.adapters.secrets import SecretError, SecretRef
 from controller.service.config import (
     SECRET_REFERENCE_SCHEMA,
-    Builds,
     Config,
     Gc,
     Git,
+    Http,
     Intervals,
     Registry,
     load,
@@ -908,8 +908,8 @@ class _RegistryNeedingCa(Registry):
     ca_file: str | None = Field(alias="caFile")  # no default: required
 
 
-class _FractionalJobs(Builds):
-    jobs: float = Field(default=2, ge=1, le=64)
+class _FractionalConnections(Http):
+    max_connections: float = Field(default=256, alias="maxConnections", ge=1)
 
 
 MODEL_DRIFT: list[tuple[str, dict[str, Any], list[str]]] = [
@@ -930,8 +930,8 @@ MODEL_DRIFT: list[tuple[str, dict[str, Any], list[str]]] = [
     ),
     (
         "type-changed",
-        {"builds": (_FractionalJobs, _FractionalJobs())},
-        ['builds.properties.jobs.type: the chart says "integer", the model "number"'],
+        {"http": (_FractionalConnections, _FractionalConnections())},
+        ['http.properties.maxConnections.type: the chart says "integer", the model "number"'],
     ),
 ]
 
@@ -980,8 +980,8 @@ CHART_DRIFT: list[tuple[str, Callable[[Any], None], str]] = [
     ),
     (
         "bound-changed",
-        _edit("properties.builds.properties.jobs.maximum", lambda n, k: n.update({k: 128})),
-        "config.properties.builds.properties.jobs.maximum: the chart says 128, the model 64",
+        _edit("properties.http.properties.port.maximum", lambda n, k: n.update({k: 70000})),
+        "config.properties.http.properties.port.maximum: the chart says 70000, the model 65535",
     ),
     (
         "default-changed",
