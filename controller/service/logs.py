@@ -60,6 +60,4 @@ def configure(level: int | str = logging.INFO, stream: IO[str] | None = None) ->
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
-    # libraries chatter at INFO (apscheduler logs every job run)
-    logging.getLogger("apscheduler").setLevel(logging.WARNING)
     return handler
