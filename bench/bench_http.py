@@ -1,10 +1,10 @@
 """Benchmark the HTTP server under hostile clients: envship's limits side by side with aiohttp's
 own runner and defaults, serving the same web application, in one run.
 
-The web application runs in a process of its own on loopback (`tests/http_server_child.py`,
+The web application runs in a process of its own on loopback (`tests/support/http_server_child.py`,
 envship's default limits: headers 10 s, bodies 30 s, idle 15 s) while a prober asks `/healthz`
 every 0.1 s as kubelet does, on a new connection with a 2 s timeout (the chart's shortest probe
-timeout). Attacks (`tests/hostile_http.py`):
+timeout). Attacks (`tests/support/hostile_http.py`):
 
 - slowloris: 30 connections sending a header byte every half second;
 - idle: 140 connections sending nothing, under a limit of 128 file descriptors;

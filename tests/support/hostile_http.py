@@ -1,7 +1,7 @@
 """Hostile HTTP clients against the controller's web application in a process of its own
-(`tests/http_server_child.py`), on loopback, while a prober asks `/healthz` as kubelet does (a
-new connection each time). Used by the HTTP limit tests and by `bench/bench_http.py`, which
-writes the figures into docs/security.md.
+(`tests/support/http_server_child.py`), on loopback, while a prober asks `/healthz` as kubelet
+does (a new connection each time). Used by the HTTP limit tests and by `bench/bench_http.py`,
+which writes the figures into docs/security.md.
 
 Each attack returns what it saw: how long the server kept each hostile connection open, every
 probe's latency (None: not answered within the probe timeout) and the server's resident memory

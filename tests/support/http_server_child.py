@@ -1,5 +1,5 @@
 """The controller's web application served on loopback in a process of its own, for the hostile
-HTTP tests and benchmark (`tests/hostile_http.py`): its memory and descriptors are its own.
+HTTP tests and benchmark (`tests/support/hostile_http.py`): its memory and descriptors are its own.
 
     python -m tests.support.http_server_child '{"header_timeout": 1, ...}' [NOFILE] [plain]
 

@@ -2,7 +2,8 @@
 (TLS, basic auth, token auth, read-only), locally made base images.
 
 Nothing is mocked. A test that needs a service that is missing fails under scripts/test and in
-CI (which install everything) and is skipped on a developer machine without it (tests/needs.py).
+CI (which install everything) and is skipped on a developer machine without it
+(tests/support/needs.py).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
-"""The controller's HTTP server under hostile clients (`tests/hostile_http.py`): slow and idle
-connections are closed within their timeouts, half-sent bodies cannot pile up in memory, and
-`/healthz` stays answered throughout, also with a descriptor limit lower than the connections
-held open and during a flood of a few thousand requests."""
+"""The controller's HTTP server under hostile clients (`tests/support/hostile_http.py`): slow and
+idle connections are closed within their timeouts, half-sent bodies cannot pile up in memory,
+and `/healthz` stays answered throughout, also with a descriptor limit lower than the
+connections held open and during a flood of a few thousand requests."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 A change here means every user's images are rebuilt. If that is intended, bump
 `controller.core.hashing.SCHEME`, then regenerate with `ENVSHIP_UPDATE_GOLDEN=1 pytest
-tests/test_golden.py` and say why in the commit.
+tests/unit/test_golden.py` and say why in the commit.
 """
 
 from __future__ import annotations
