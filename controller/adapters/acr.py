@@ -88,8 +88,6 @@ class AcrEntra:
     host: str
     credential: TokenCredential
     ca_file: str | None = None
-    exchanges: int = field(default=0, init=False)
-    """Refresh-token exchanges made (for tests and metrics)."""
     _refresh: tuple[str, float] | None = field(default=None, init=False, repr=False)
     _refused: tuple[str, float] | None = field(default=None, init=False, repr=False)
     _access: dict[tuple[str, str], tuple[str, float]] = field(default_factory=dict, init=False)
@@ -120,7 +118,6 @@ class AcrEntra:
                 self._refused = (str(exc), time.monotonic() + REFUSAL_MEMORY)
                 raise
             self._refused = None
-            self.exchanges += 1
             REDACTOR.add(token)
             self._refresh = (token, token_expiry(token))
             return token

@@ -280,7 +280,6 @@ class GitSource:
         self.secrets = secrets
         self.fetches = 0
         """Fetches that reached the remote (a pinned commit already cached needs none)."""
-        self.auth_retries = 0
         """Fetches retried after the server refused a credential (then read again)."""
         self.received_objects = 0
         self.received_bytes = 0
@@ -368,7 +367,7 @@ class GitSource:
             pygit2.settings.server_connect_timeout = milliseconds
             pygit2.settings.server_timeout = milliseconds
         remote = repository.remotes[REMOTE]
-        for attempt in (1, 2):
+        for _attempt in (1, 2):  # once, and once more with the credentials read again
             callbacks = _Callbacks(self)
             try:
                 stats = remote.fetch(
@@ -392,8 +391,6 @@ class GitSource:
                 heads = remote.list_heads(connect=False)
                 return {head.name: head.oid for head in heads if head.name is not None}
             self._forget_credentials()
-            if attempt == 1:
-                self.auth_retries += 1
         raise GitAuthError(
             f"git fetch from {settings.public_url}: the server refused the credentials "
             "(also after reading them again)"

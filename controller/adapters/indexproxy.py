@@ -71,8 +71,6 @@ class IndexProxy:
         self.forget = dict(forget or {})
         self.ca_file = ca_file
         self.timeout = timeout
-        self.requests_served = 0
-        self.refused = 0
         self._grants: dict[str, set[tuple[str, str]]] = {}
         """Grant token -> the (host, path) pairs the index linked to in pages it was served."""
         self._lock = threading.Lock()
@@ -178,14 +176,12 @@ class IndexProxy:
                 links.update(found)
 
     def _forward(self, handler: http.server.BaseHTTPRequestHandler, method: str) -> None:
-        self.requests_served += 1
         token, _, rest = handler.path.lstrip("/").partition("/")
         quoted_host, _, rest = rest.partition("/")
         host = unquote(quoted_host)  # pip writes `host:port` as `host%3Aport`
         path = "/" + rest.split("?", 1)[0].split("#", 1)[0]
         refused = self._allowed(token, host, path)
         if refused is not None:
-            self.refused += 1
             self._reply(handler, 403 if token in self._grants else 404, f"envship: {refused}")
             return
         try:

@@ -221,7 +221,6 @@ class LeaderElector:
         self._cond = threading.Condition()
         self._stop = threading.Event()
         self._leading = False
-        self._lost = False
         self._deadline = 0.0
         """`clock()` time by which the next renewal must have started (while leading)."""
         self._holder: str | None = None
@@ -238,11 +237,6 @@ class LeaderElector:
 
     def is_leader(self) -> bool:
         return self._leading
-
-    @property
-    def lost(self) -> bool:
-        """The leadership was lost (not given up by `stop()`)."""
-        return self._lost
 
     def describe(self) -> dict[str, Any]:
         """For `/status`: this replica's identity, the Lease, whether it leads, and who does."""
@@ -351,7 +345,6 @@ class LeaderElector:
             if not self._leading or self._stop.is_set():
                 return
             self._leading = False
-            self._lost = True
             self._cond.notify_all()
         self._stop.set()  # one leadership per elector
         log.error("lost the leadership: %s", reason)

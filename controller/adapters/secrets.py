@@ -97,7 +97,6 @@ class SecretStore:
     credential_factory: Callable[[], TokenCredential] = default_credential
     ca_file: str | None = None
     """CA bundle for a Key Vault–protocol server with a private certificate."""
-    reads: int = field(default=0, init=False)
     _cache: dict[SecretRef, tuple[str, float]] = field(default_factory=dict, init=False)
     _clients: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
     _credential: TokenCredential | None = field(default=None, init=False, repr=False)
@@ -115,7 +114,6 @@ class SecretStore:
             REDACTOR.add(value)
         with self._lock:
             self._cache[ref] = (value, now)
-            self.reads += 1
         return value
 
     def forget(self, *refs: SecretRef) -> None:

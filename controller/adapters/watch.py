@@ -106,33 +106,15 @@ class Watcher:
         self._running = False
         self._stopping = False
         self._rounds = 0
-        self._finished = 0
         self._observer: Any = None
         self._worker: threading.Thread | None = None
 
     # -- state --------------------------------------------------------------------------------
 
-    @property
-    def rounds(self) -> int:
-        """Rounds started so far."""
-        with self._cond:
-            return self._rounds
-
     def idle(self) -> bool:
         """No round runs and none is waiting for its quiet period."""
         with self._cond:
             return not self._running and not self._pending
-
-    def wait_rounds(self, count: int, timeout: float) -> bool:
-        """Wait until `count` rounds have finished and no other is running or pending."""
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while not (self._finished >= count and not self._running and not self._pending):
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return False
-                self._cond.wait(remaining)
-            return True
 
     # -- triggers -----------------------------------------------------------------------------
 
@@ -231,7 +213,6 @@ class Watcher:
             finally:
                 with self._cond:
                     self._running = False
-                    self._finished += 1
                     self._cond.notify_all()
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import posixpath
-from functools import partial
 from typing import Any
 
 from controller.core.documents import load_yaml
@@ -32,7 +31,3 @@ def parse_document(view: TreeView, paths: list[str], index: int) -> Any:
             return Unparsed(exc)
         text = data.decode("utf-8", errors="replace")
         return Unparsed(exc, not_an_environment(None, text, name=name))
-
-
-def parse_job(view: TreeView, paths: list[str]) -> partial[Any]:
-    return partial(parse_document, view, paths)

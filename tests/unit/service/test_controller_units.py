@@ -3,7 +3,7 @@ sync stand-in that plans with the real core against an in-memory registry, and f
 
 Covered: request coalescing and tickets, nothing done for an unchanged revision, only changed
 environments synced, backoff and its reset, Stalled specs, git and registry outages (stale),
-full resyncs, the Building phase, stop with a grace period, the apscheduler triggers, metrics,
+full resyncs, the Building phase, stop with a grace period, the schedules, metrics,
 JSON logs, and the `envship status` / `envship run` command edges.
 """
 
