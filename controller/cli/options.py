@@ -96,16 +96,19 @@ class Discovery:
     prefix: str
     default_base_image: str | None
 
-    def load(self, path: str, prefix: str | None = None) -> Discovered:
-        prefix = self.prefix if prefix is None else prefix
-        options = DiscoveryOptions(
+    def options(self, prefix: str | None = None) -> DiscoveryOptions:
+        """The options the flags say (`prefix`: the target's, when it has one)."""
+        return DiscoveryOptions(
             root=self.root or None,
             ignore=self.ignore,
-            prefix=prefix,
+            prefix=self.prefix if prefix is None else prefix,
             default_base_image=self.default_base_image,
         )
+
+    def load(self, path: str, prefix: str | None = None) -> Discovered:
+        options = self.options(prefix)
         try:
-            validate_prefix(prefix)
+            validate_prefix(options.prefix)
             tree = FolderTree(path)
         except (ValueError, NotADirectoryError) as exc:
             raise click.UsageError(str(exc)) from None

@@ -23,7 +23,7 @@ from controller.cli.options import (
     say,
     short_reference,
 )
-from controller.core.discovery import DiscoveryOptions, discover
+from controller.core.discovery import discover
 from controller.pipeline.sync import Reporter, Result
 
 WATCH_OUTCOMES = ("built", "copied", "up-to-date", "failed")
@@ -61,12 +61,7 @@ def watch_command(
     # The first discovery checks --root and --prefix, forking its jobs before any thread runs;
     # the later ones run beside the watcher's threads, so in this process.
     preloaded = [discovery.load(path, where.prefix)]
-    options = DiscoveryOptions(
-        root=discovery.root or None,
-        ignore=discovery.ignore,
-        prefix=where.prefix,
-        default_base_image=discovery.default_base_image,
-    )
+    options = discovery.options(where.prefix)
     runner = compose.runner(target.wiring(where, build, provenance(path).source))
     reporter = Reporter(None if quiet else lambda line: say(line, err=True))
 
