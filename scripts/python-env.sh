@@ -25,12 +25,13 @@ ensure_uv() {
     export UV_PYTHON_DOWNLOADS=never UV_NO_PROGRESS=1 UV_COMPILE_BYTECODE=1
 }
 
-# .venv exactly as uv.lock says: envship (editable) and, with "test", its test tools.
+# .venv exactly as uv.lock says: envship (editable) with every extra (leader-election: the
+# Kubernetes client) and, with "test", its test tools.
 sync_project_venv() { # [GROUP]
     local group=()
     [ -z "${1:-}" ] || group=(--group "$1")
     echo "==> .venv from uv.lock${1:+ (with the $1 tools)}"
-    "$UV" sync --quiet --locked --no-default-groups "${group[@]}" --python "$PYTHON"
+    "$UV" sync --quiet --locked --all-extras --no-default-groups "${group[@]}" --python "$PYTHON"
 }
 
 # A virtual environment of the newest releases pyproject.toml's ranges allow (the lock is not
@@ -41,7 +42,7 @@ latest_project_venv() {
     echo "==> $dir with the newest releases pyproject.toml allows (uv.lock not used)"
     [ -x "$dir/bin/python" ] || "$UV" venv --quiet --python "$PYTHON" "$dir"
     "$UV" pip install --quiet --python "$dir/bin/python" --upgrade --refresh \
-        -e . "${group[@]}"
+        -e . -r pyproject.toml --all-extras "${group[@]}"
 }
 
 # The Azure ML SDK's own virtual environment (it pins old libraries). DIR REQUIREMENTS

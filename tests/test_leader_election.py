@@ -812,6 +812,31 @@ def test_without_leader_election_kubernetes_is_not_imported() -> None:
     assert result.stdout.split() == ["False", "True", "False"]
 
 
+def test_without_the_extra_envship_run_says_what_to_install(tmp_path: Path) -> None:
+    """envship installed without its leader-election extra (no kubernetes package): `envship
+    run` with leader election on stops at start with envship's message, not a traceback."""
+    config = write_config(tmp_path, "leaderElection: {enabled: true, namespace: ns}\n")
+    code = (
+        "import sys\n"
+        "sys.modules['kubernetes'] = None  # importing it fails as if it were not installed\n"
+        "from controller.cli.main import main\n"
+        "sys.argv = ['envship', 'run', '--config', sys.argv[1]]\n"
+        "main()\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(config)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=False,
+        timeout=60,
+    )
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("envship: leader election: needs the Kubernetes client")
+    assert "pip install 'envship[leader-election]'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_without_leader_election_the_replica_counts_as_leader(tmp_path: Path) -> None:
     upstream = refused_spec_repository(tmp_path)
     source = GitSource(GitSettings(str(upstream.path), "main", tmp_path / "cache"), SecretStore())

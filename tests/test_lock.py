@@ -7,6 +7,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from packaging.markers import Marker
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
@@ -16,13 +17,28 @@ from tests.support.paths import ROOT
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 LOCK = tomllib.loads((ROOT / "uv.lock").read_text())
 PACKAGES = {canonicalize_name(p["name"]): p for p in LOCK["package"]}
+EXTRAS: dict[str, list[str]] = PYPROJECT["project"].get("optional-dependencies", {})
+"""envship's optional parts (`pip install envship[EXTRA]`) and what each needs."""
+IMAGE_PLATFORM = {
+    "sys_platform": "linux",
+    "platform_system": "Linux",
+    "os_name": "posix",
+    "platform_machine": "x86_64",
+    "implementation_name": "cpython",
+    "platform_python_implementation": "CPython",
+    "python_version": "3.11",
+    "python_full_version": "3.11.2",
+    "extra": "",
+}
+"""Where the controller's image runs (markers are evaluated for it)."""
 
 
-def asked(requirements: list[str]) -> set[tuple[str, str, str]]:
-    """(name, specifier, marker) of each requirement, as uv records them."""
+def asked(requirements: list[str], extra: str | None = None) -> set[tuple[str, str, str]]:
+    """(name, specifier, marker) of each requirement, as uv records them (a requirement of an
+    extra is recorded with the marker `extra == EXTRA`)."""
     found = set()
     for text in requirements:
-        req = Requirement(text)
+        req = Requirement(text if extra is None else f"{text}; extra == {extra!r}")
         found.add((canonicalize_name(req.name), str(req.specifier), str(req.marker or "")))
     return found
 
@@ -32,7 +48,7 @@ def recorded(entries: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
         (
             canonicalize_name(e["name"]),
             str(Requirement(f"x{e.get('specifier', '')}").specifier),
-            e.get("marker", ""),
+            str(Marker(e["marker"])) if e.get("marker") else "",
         )
         for e in entries
     }
@@ -42,9 +58,13 @@ def test_the_lock_records_what_pyproject_asks_for() -> None:
     project = PACKAGES["envship"]
     metadata = project["metadata"]
     assert LOCK["requires-python"] == PYPROJECT["project"]["requires-python"]
-    assert recorded(metadata["requires-dist"]) == asked(PYPROJECT["project"]["dependencies"]), (
+    wanted = asked(PYPROJECT["project"]["dependencies"])
+    for extra, requirements in EXTRAS.items():
+        wanted |= asked(requirements, extra)
+    assert recorded(metadata["requires-dist"]) == wanted, (
         "pyproject.toml's dependencies changed: run scripts/lock --keep"
     )
+    assert metadata.get("provides-extras", []) == list(EXTRAS)
     groups = PYPROJECT["dependency-groups"]
     assert set(metadata["requires-dev"]) == set(groups)
     for group, requirements in groups.items():
@@ -53,7 +73,7 @@ def test_the_lock_records_what_pyproject_asks_for() -> None:
 
 def test_every_locked_version_is_in_its_range_and_has_hashes() -> None:
     wanted = [*PYPROJECT["project"]["dependencies"]]
-    for requirements in PYPROJECT["dependency-groups"].values():
+    for requirements in [*EXTRAS.values(), *PYPROJECT["dependency-groups"].values()]:
         wanted += requirements
     for text in wanted:
         req = Requirement(text)
@@ -83,8 +103,33 @@ def hashed_pins(path: Path) -> dict[str, str]:
     return pins
 
 
+def image_locks() -> dict[str, Path]:
+    """What the controller's image installs: "" (always) or the extra -> its lock file."""
+    deploy = ROOT / "deploy"
+    locks = {"": deploy / "requirements.txt"}
+    locks |= {extra: deploy / f"requirements-{extra}.txt" for extra in EXTRAS}
+    return locks
+
+
 def test_the_image_installs_the_locked_versions() -> None:
-    pins = hashed_pins(ROOT / "deploy" / "requirements.txt")
+    locks = image_locks()
+    assert sorted((ROOT / "deploy").glob("requirements*.txt")) == sorted(locks.values())
+    for extra, lock in locks.items():
+        pins = hashed_pins(lock)
+        assert pins, lock.name
+        check_image_pins(pins, PYPROJECT["project"]["dependencies"] if not extra else EXTRAS[extra])
+    dockerfile = (ROOT / "deploy" / "Dockerfile").read_text()
+    assert "--require-hashes" in dockerfile
+    assert "deploy/requirements.txt" in dockerfile
+    assert "deploy/requirements-$extra.txt" in dockerfile
+    default = re.search(r"^ARG EXTRAS=(.*)$", dockerfile, re.MULTILINE)
+    assert default is not None
+    # The chart turns leader election on with replicas > 1: its default image must have it.
+    assert "leader-election" in default.group(1).split()
+    assert set(default.group(1).split()) <= set(EXTRAS)
+
+
+def check_image_pins(pins: dict[str, str], requirements: list[str]) -> None:
     runtime = {n for n, p in PACKAGES.items() if "registry" in p["source"]}
     backend = {"setuptools", "wheel"}
     """envship's build backend, and what builds the one dependency published as source only."""
@@ -96,11 +141,56 @@ def test_the_image_installs_the_locked_versions() -> None:
             continue
         assert name in runtime, name
         assert PACKAGES[name]["version"] == version, name
-    for text in PYPROJECT["project"]["dependencies"]:
+    for text in requirements:
         assert canonicalize_name(Requirement(text).name) in pins, text
-    dockerfile = (ROOT / "deploy" / "Dockerfile").read_text()
-    assert "--require-hashes" in dockerfile
-    assert "deploy/requirements.txt" in dockerfile
+
+
+def image_pins(path: Path) -> set[str]:
+    """The packages a requirements file installs where the image runs (markers evaluated)."""
+    names = set()
+    for line in path.read_text().splitlines():
+        match = re.match(r"([A-Za-z0-9_.-]+)==[^ ;]+(?: ; (.*?))? \\$", line)
+        if match and (not match.group(2) or Marker(match.group(2)).evaluate(IMAGE_PLATFORM)):
+            names.add(canonicalize_name(match.group(1)))
+    return names
+
+
+def needed(extras: tuple[str, ...] = ()) -> set[str]:
+    """What envship (with `extras`) needs where the image runs, by uv.lock's graph."""
+    envship = PACKAGES["envship"]
+    todo: list[dict[str, Any]] = list(envship["dependencies"])
+    for extra in extras:
+        todo += envship["optional-dependencies"][extra]
+    seen: set[tuple[str, str]] = set()
+    while todo:
+        dependency = todo.pop()
+        marker = dependency.get("marker")
+        if marker and not Marker(marker).evaluate(IMAGE_PLATFORM):
+            continue
+        name = canonicalize_name(dependency["name"])
+        package = PACKAGES[name]
+        for extra in ["", *dependency.get("extra", [])]:
+            if (name, extra) in seen:
+                continue
+            seen.add((name, extra))
+            if extra:
+                todo += package.get("optional-dependencies", {}).get(extra, [])
+            else:
+                todo += package.get("dependencies", [])
+    return {name for name, _ in seen}
+
+
+def test_the_image_locks_hold_what_envship_and_each_extra_need() -> None:
+    """deploy/requirements.txt is envship's closure in uv.lock (and the build backend), each
+    deploy/requirements-EXTRA.txt exactly what the extra adds: nothing twice, nothing missing."""
+    locks = image_locks()
+    core = image_pins(locks[""]) - {"setuptools", "wheel"}
+    assert core == needed()
+    for extra in EXTRAS:
+        added = image_pins(locks[extra])
+        assert added, extra
+        assert not added & image_pins(locks[""]), f"{extra}: installed twice"
+        assert core | added == needed((extra,)), extra
 
 
 def test_the_sdk_and_uv_are_locked_with_hashes() -> None:

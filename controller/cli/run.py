@@ -99,6 +99,11 @@ def run_command(config_path: str, log_level: str) -> None:
 
 EXIT_LEASE_LOST = 3
 """`envship run` lost the leader lease (`lease_lost`)."""
+NO_LEADER_ELECTION_EXTRA = (
+    "needs the Kubernetes client, which this installation of envship does not have: install "
+    "envship with its leader-election extra (pip install 'envship[leader-election]'); the "
+    "controller image has it unless it was built with --build-arg EXTRAS="
+)
 
 
 def leader_elector(section: Any, controller: Any, *, port: int) -> Any:
@@ -106,15 +111,21 @@ def leader_elector(section: Any, controller: Any, *, port: int) -> Any:
     Lease and ends the process if it loses it (`lease_lost`). While it leads it publishes
     `http://<POD_IP>:<port>` in the Lease (nothing without `POD_IP`), where followers relay
     webhooks. Raises LeaseError when there is no namespace or no Kubernetes credentials, or
-    when `POD_IP` is not an IP address."""
-    from controller.adapters.lease import (  # noqa: PLC0415 - kubernetes is slow to import
-        LeaderElector,
-        LeaseSettings,
-        coordination_api,
-        default_address,
-        default_identity,
-        default_namespace,
-    )
+    when `POD_IP` is not an IP address, and ModuleNotFoundError (saying what to install) when
+    envship was installed without its `leader-election` extra."""
+    try:
+        from controller.adapters.lease import (  # noqa: PLC0415 - kubernetes is slow to import
+            LeaderElector,
+            LeaseSettings,
+            coordination_api,
+            default_address,
+            default_identity,
+            default_namespace,
+        )
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").partition(".")[0] != "kubernetes":
+            raise
+        raise ModuleNotFoundError(NO_LEADER_ELECTION_EXTRA, name=exc.name) from None
 
     settings = LeaseSettings(
         name=section.lease_name,

@@ -7,8 +7,9 @@ runs as a cluster would run it: read-only root filesystem, the image's non-root 
 capability dropped, no-new-privileges, /tmp a tmpfs and the git cache a volume. The controller
 fetches its specs from a git server on loopback over HTTP and over SSH (host networking).
 
-One image is built per module (wheelhouse about 10 s, build about 35 s); it and the images of the
-build's steps are removed at the end.
+Two images are built per module (wheelhouse about 10 s, each build about 35 s): the default one,
+with envship's every extra (leader election), and one built with `EXTRAS=` (none); they and the
+images of the builds' steps are removed at the end.
 """
 
 from __future__ import annotations
@@ -51,8 +52,15 @@ CACHE = "/var/cache/envship"
 HOME = "/home/envship"
 MB = 1024 * 1024
 ADDED_LIMIT = 280 * MB
-"""What the image may add to its base. Measured: 216 MB, the venv (kubernetes alone is 128 MB,
-half of it its asyncio twin `kubernetes.aio`)."""
+"""What the image may add to its base. Measured: 208 MB, the venv (the leader-election extra
+121 MB of it: kubernetes, half of which is its asyncio twin `kubernetes.aio`, and what only it
+needs)."""
+CORE_ADDED_LIMIT = 150 * MB
+"""The same without extras (`--build-arg EXTRAS=`). Measured: 87 MB."""
+EXTRAS_SAVED = 100 * MB
+"""What leaving the leader-election extra out saves at least. Measured: 121 MB."""
+LOCKS = ("deploy/requirements.txt", "deploy/requirements-leader-election.txt")
+"""What the image installs: envship's dependencies, and what its extra adds."""
 GRACE = 2.0
 """intervals.grace: what `docker stop` may wait for before the exit."""
 HARDENED: dict[str, Any] = {
@@ -94,7 +102,7 @@ def make_wheelhouse(context: Path) -> None:
         [
             *(sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check"),
             *("--require-hashes", "--no-deps", "--dest", str(context / "wheels")),
-            *("-r", str(context / "deploy" / "requirements.txt")),
+            *(arg for lock in LOCKS for arg in ("-r", str(context / lock))),
         ],
         capture_output=True,
         text=True,
@@ -120,7 +128,7 @@ def test_the_build_context_holds_only_what_the_image_needs(tmp_path: Path) -> No
         "wheels/pygit2-1.0-cp311-cp311-manylinux_2_28_x86_64.whl",
         "deploy/Dockerfile",
         "deploy/README.md",
-        "deploy/requirements.txt",
+        *LOCKS,
         "tests/test_cli.py",
         "docs/deploy.md",
         "helm/envship/Chart.yaml",
@@ -143,7 +151,7 @@ def test_the_build_context_holds_only_what_the_image_needs(tmp_path: Path) -> No
         "controller/__init__.py",
         "controller/core/model.py",
         "wheels/pygit2-1.0-cp311-cp311-manylinux_2_28_x86_64.whl",
-        "deploy/requirements.txt",
+        *LOCKS,
         DOCKERFILE,
     }
     # and the repository's own context: every module of the package, nothing beside it
@@ -151,7 +159,8 @@ def test_the_build_context_holds_only_what_the_image_needs(tmp_path: Path) -> No
     modules = {str(path.relative_to(ROOT)) for path in (ROOT / "controller").rglob("*.py")}
     assert modules <= sent
     extra = sent - modules - {".dockerignore", "pyproject.toml", "README.md", DOCKERFILE}
-    extra -= {"deploy/requirements.txt"}
+    assert set(LOCKS) <= extra
+    extra -= set(LOCKS)
     assert all(path.startswith(("controller/", "wheels/")) for path in extra), extra
     assert not any("__pycache__" in path for path in extra), extra
 
@@ -180,13 +189,22 @@ STEP = re.compile(r"^ ---> ([0-9a-f]{12})\s*$", re.MULTILINE)
 """The classic builder's line naming the image a step made (or found in its cache)."""
 
 
-def build(engine: docker.DockerClient, context: Path, tag: str, base: str, log: list[str]) -> None:
-    """Build with the classic builder and no network; its output goes to `log`."""
+def build(
+    engine: docker.DockerClient,
+    context: Path,
+    tag: str,
+    base: str,
+    log: list[str],
+    extras: str | None = None,
+) -> None:
+    """Build with the classic builder and no network; its output goes to `log`. `extras`: the
+    EXTRAS build argument (None: the Dockerfile's default)."""
+    buildargs = {"BASE_IMAGE": base} if extras is None else {"BASE_IMAGE": base, "EXTRAS": extras}
     for item in engine.api.build(
         path=str(context),
         dockerfile=DOCKERFILE,
         tag=tag,
-        buildargs={"BASE_IMAGE": base},
+        buildargs=buildargs,
         network_mode="none",
         pull=False,
         rm=True,
@@ -211,9 +229,8 @@ def remove_build(engine: docker.DockerClient, tag: str, log: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def image(
-    engine: docker.DockerClient, python_base: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Image]:
+def context(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The build context with its wheelhouse: the image is built offline."""
     host = f"{sys.version_info.major}.{sys.version_info.minor}"
     assert host == PYTHON_VERSION, (
         f"the wheelhouse is made with this Python ({host}); the base image has {PYTHON_VERSION}"
@@ -222,19 +239,40 @@ def image(
     copy_context(ROOT, context)
     started = time.monotonic()
     make_wheelhouse(context)
-    wheels = time.monotonic() - started
+    print(f"\nwheelhouse {time.monotonic() - started:.1f} s")
+    return context
+
+
+@contextlib.contextmanager
+def built(
+    engine: docker.DockerClient, context: Path, python_base: str, extras: str | None = None
+) -> Iterator[Image]:
     tag = f"envship-test/controller:{uuid.uuid4().hex[:12]}"
     log: list[str] = []
     try:
         started = time.monotonic()
-        build(engine, context, tag, python_base, log)
+        build(engine, context, tag, python_base, log, extras)
         seconds = time.monotonic() - started
         attrs = engine.images.get(tag).attrs
         base_size = int(engine.images.get(python_base).attrs["Size"])
-        print(f"\nwheelhouse {wheels:.1f} s, docker build {seconds:.1f} s")
+        print(f"\ndocker build (EXTRAS {extras!r}) {seconds:.1f} s")
         yield Image(tag, attrs, base_size, "".join(log), seconds)
     finally:
         remove_build(engine, tag, "".join(log))
+
+
+@pytest.fixture(scope="module")
+def image(engine: docker.DockerClient, python_base: str, context: Path) -> Iterator[Image]:
+    """The image as deploy/Dockerfile builds it by default: with the leader-election extra."""
+    with built(engine, context, python_base) as image:
+        yield image
+
+
+@pytest.fixture(scope="module")
+def core_image(engine: docker.DockerClient, python_base: str, context: Path) -> Iterator[Image]:
+    """The image built with `--build-arg EXTRAS=`: envship without its extras."""
+    with built(engine, context, python_base, extras="") as image:
+        yield image
 
 
 @pytest.fixture
@@ -288,12 +326,59 @@ def test_the_image_is_offline_built_non_root_labelled_and_small(image: Image) ->
     assert labels["org.opencontainers.image.version"] == VERSION
     assert labels["org.opencontainers.image.licenses"] == "MIT"
     assert "org.opencontainers.image.source" in labels
+    assert labels["io.envship.extras"] == "leader-election"
     added = image.size - image.base_size
     print(
         f"\nimage {image.size / MB:.0f} MB: base {image.base_size / MB:.0f} MB"
         f" + envship {added / MB:.0f} MB (limit {ADDED_LIMIT / MB:.0f} MB)"
     )
     assert added < ADDED_LIMIT
+
+
+LEADER_ELECTION_CONFIG = {
+    "git": {"url": "https://git.example.org/specs.git"},
+    "registry": {"url": "registry.example.org/ml"},
+    "leaderElection": {"enabled": True, "namespace": "envship"},
+}
+"""Leader election on, outside a cluster: the client loads, then finds no credentials."""
+
+
+def test_the_image_without_extras_is_smaller_and_says_what_leader_election_needs(
+    engine: docker.DockerClient, image: Image, core_image: Image, tmp_path: Path
+) -> None:
+    saved = image.size - core_image.size
+    added = core_image.size - core_image.base_size
+    print(
+        f"\nimage without extras {core_image.size / MB:.0f} MB:"
+        f" base {core_image.base_size / MB:.0f} MB + envship {added / MB:.0f} MB"
+        f" (limit {CORE_ADDED_LIMIT / MB:.0f} MB);"
+        f" the leader-election extra adds {saved / MB:.0f} MB"
+    )
+    assert "extras: none" in core_image.log
+    assert "extras: leader-election" in image.log
+    assert core_image.config["Labels"]["io.envship.extras"] == ""
+    assert added < CORE_ADDED_LIMIT
+    assert saved > EXTRAS_SAVED
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(LEADER_ELECTION_CONFIG))
+    config.chmod(0o644)
+    mounted = {str(config): {"bind": "/etc/envship/config.yaml", "mode": "ro"}}
+    code, output = run(engine, image, [], volumes=mounted, user=USER)
+    assert code == 2, output
+    assert "envship: leader election: no Kubernetes credentials" in output
+    code, output = run(engine, core_image, [], volumes=mounted, user=USER)
+    assert code == 2, output
+    assert "envship: leader election: needs the Kubernetes client" in output
+    assert "pip install 'envship[leader-election]'" in output
+    assert "Traceback" not in output
+
+
+def test_an_unknown_extra_stops_the_build(
+    engine: docker.DockerClient, python_base: str, context: Path
+) -> None:
+    with pytest.raises(AssertionError) as refused, built(engine, context, python_base, "k8s"):
+        pass
+    assert "EXTRAS: each must be one of envship's extras: leader-election" in str(refused.value)
 
 
 def test_the_container_runs_read_only_as_its_user_without_capabilities(
