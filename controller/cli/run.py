@@ -49,7 +49,7 @@ def run_command(config_path: str, log_level: str) -> None:
     except ConfigError as exc:
         click.echo(f"envship: invalid configuration: {exc}", err=True)
         sys.exit(2)
-    from controller.compose import from_config, webhook_secrets  # noqa: PLC0415
+    from controller.compose.service import from_config, webhook_secrets  # noqa: PLC0415
     from controller.http.app import make_app  # noqa: PLC0415
     from controller.service import logs  # noqa: PLC0415
     from controller.service.metrics import Metrics  # noqa: PLC0415
