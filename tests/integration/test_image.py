@@ -129,7 +129,7 @@ def test_the_build_context_holds_only_what_the_image_needs(tmp_path: Path) -> No
         "deploy/Dockerfile",
         "deploy/README.md",
         *LOCKS,
-        "tests/test_cli.py",
+        "tests/unit/cli/test_cli.py",
         "docs/deploy.md",
         "helm/envship/Chart.yaml",
         "scripts/test",

@@ -1,6 +1,7 @@
 """Leader election through a coordination.k8s.io/v1 Lease (controller.adapters.lease), with the
 real `kubernetes` client over TLS and a bearer token against a stand-in API server
-(tests/kube_standin.py), the controller's HTTP surface, and two real `envship run` processes.
+(tests/support/kube_standin.py), the controller's HTTP surface, and two real `envship run`
+processes.
 
 Durations are short (lease 2 s, renew deadline 1.5 s, retry period 0.3 s) to keep this fast.
 """
