@@ -12,17 +12,20 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import tarfile
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
-
-import docker
-import docker.errors
-import requests
+from typing import TYPE_CHECKING, Any
 
 from controller.core.errors import FixSpec, RetryLater
 from controller.core.render import Rendered
+
+if TYPE_CHECKING:
+    # docker-py (with requests) takes a tenth of a second to import: it loads with the first
+    # builder, and tarfile with the first build context, so commands that build nothing never
+    # load them.
+    import tarfile
+
+    import docker
 
 Log = Callable[[str], None]
 
@@ -46,6 +49,8 @@ class PushError(RetryLater):
 
 def context_tar(rendered: Rendered) -> bytes:
     """The build context as tar bytes; identical input gives identical bytes."""
+    import tarfile  # noqa: PLC0415 - see the imports above
+
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as archive:
         folders: set[str] = set()
@@ -68,6 +73,8 @@ def context_tar(rendered: Rendered) -> bytes:
 
 
 def _info(name: str, kind: bytes, mode: int) -> tarfile.TarInfo:
+    import tarfile  # noqa: PLC0415 - see the imports above
+
     info = tarfile.TarInfo(name)
     info.type = kind
     info.mode = mode
@@ -87,6 +94,9 @@ class Built:
 def _engine_call(during: str, refused: Callable[[str], Exception]) -> Iterator[None]:
     """docker-py's errors as envship's: the engine refused the request (`refused(reason)`: the
     spec's or the registry's fault) or failed itself (`EngineError`: retry later)."""
+    import docker.errors  # noqa: PLC0415 - see the imports above
+    import requests  # noqa: PLC0415
+
     try:
         yield
     except docker.errors.APIError as exc:
@@ -125,6 +135,9 @@ class DockerBuilder:
     """Thin, honest wrapper around the engine."""
 
     def __init__(self, client: docker.DockerClient | None = None) -> None:
+        import docker  # noqa: PLC0415 - see the imports above
+        import docker.errors  # noqa: PLC0415
+
         try:
             self.client = client or docker.from_env(timeout=600)
             self.api = self.client.api
@@ -132,6 +145,9 @@ class DockerBuilder:
             raise EngineError(f"the Docker engine is not reachable: {exc}") from None
 
     def ping(self) -> None:
+        import docker.errors  # noqa: PLC0415 - see the imports above
+        import requests  # noqa: PLC0415
+
         try:
             self.api.ping()
         except (docker.errors.DockerException, requests.RequestException) as exc:
@@ -141,6 +157,9 @@ class DockerBuilder:
 
     def _inspect(self, reference: str) -> dict[str, Any] | None:
         """The engine's record of a local image, None when it has none."""
+        import docker.errors  # noqa: PLC0415 - see the imports above
+        import requests  # noqa: PLC0415
+
         try:
             data: dict[str, Any] = self.api.inspect_image(reference)
         except docker.errors.ImageNotFound:
@@ -194,6 +213,8 @@ class DockerBuilder:
         `build_args` must hold no secret (they are recorded in the image's history);
         `host_network` lets RUN steps reach envship's loopback index forwarder.
         """
+        import docker.errors  # noqa: PLC0415 - see the imports above
+
         context = io.BytesIO(context_tar(rendered))
 
         def refused(reason: str) -> BuildError:

@@ -17,7 +17,6 @@ fork is not available, for one worker or for few jobs, the jobs simply run in tu
 from __future__ import annotations
 
 import os
-import pickle
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -77,6 +76,8 @@ def _run_share(job: Callable[[int], T], share: list[int], done: dict[int, T]) ->
 
 def _start(job: Callable[[int], Any], share: list[int]) -> tuple[int, int]:
     """Fork a child that runs `share` and writes `{index: result}` to a pipe: (pid, read end)."""
+    import pickle  # noqa: PLC0415 - only when jobs are forked (not for few); the child has it
+
     reader, writer = os.pipe()
     try:
         pid = os.fork()
@@ -102,6 +103,8 @@ def _start(job: Callable[[int], Any], share: list[int]) -> tuple[int, int]:
 
 def _collect(pid: int, reader: int) -> dict[int, Any]:
     """The results a child sent; nothing if it failed (its jobs then run in this process)."""
+    import pickle  # noqa: PLC0415 - see _start()
+
     try:
         with os.fdopen(reader, "rb") as pipe:
             data = pipe.read()

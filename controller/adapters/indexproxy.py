@@ -22,16 +22,21 @@ network namespace: a local engine or a docker-in-docker sidecar); other builds d
 
 from __future__ import annotations
 
-import http.server
 import re
 import secrets
 import threading
 from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING
 from urllib.parse import unquote, urljoin, urlsplit
 
-import requests
-
 from controller.adapters.redact import redact
+
+if TYPE_CHECKING:
+    # The HTTP server and client load when the forwarder starts: a sync without private
+    # indexes, and every other command, never loads them.
+    import http.server
+
+    import requests
 
 Credentials = Callable[[], tuple[str, str]]
 REWRITTEN = ("text/html", "application/vnd.pypi.simple", "application/json")
@@ -106,6 +111,8 @@ class IndexProxy:
     def start(self) -> IndexProxy:
         if self._server is not None:
             return self
+        import http.server  # noqa: PLC0415 - see the imports above
+
         proxy = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -184,6 +191,8 @@ class IndexProxy:
         if refused is not None:
             self._reply(handler, 403 if token in self._grants else 404, f"envship: {refused}")
             return
+        import requests  # noqa: PLC0415 - see the imports above
+
         try:
             username, password = self.credentials[host]()
             upstream = requests.request(

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import requests
-
 from controller.core.errors import RetryLater
 
 PYPI = "https://pypi.org/simple/"
@@ -34,6 +32,7 @@ class PackageIndex:
     def versions(self, package: str) -> list[str]:
         """Every version the index has files for (yanked ones left out); [] when it has no such
         package."""
+        import requests  # noqa: PLC0415 - only when an index is asked
         from pypi_simple import NoSuchProjectError, PyPISimple  # noqa: PLC0415 - 0.5 s to import
 
         session = requests.Session()

@@ -18,17 +18,16 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
-import socket
-import ssl
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
-import requests
-from dxf import DXF, DXFBase
-from dxf.exceptions import DXFError, DXFMountFailed, DXFUnauthorizedError
-from requests.adapters import HTTPAdapter
+if TYPE_CHECKING:
+    # requests and dxf take a tenth of a second to import: they load when a registry is first
+    # asked (inside the methods), so a command that asks none never loads them.
+    import requests
+    from dxf import DXF, DXFBase
 
 from controller.core.errors import Policy, RetryLater
 
@@ -112,6 +111,8 @@ def api_host(host: str) -> str:
 
 def describe(exc: BaseException) -> str:
     """A short reason without URLs' query strings or headers (they may carry tokens)."""
+    import requests  # noqa: PLC0415 - see the imports above
+
     if isinstance(exc, requests.HTTPError) and exc.response is not None:
         return f"HTTP {exc.response.status_code}"
     if isinstance(exc, requests.exceptions.SSLError):
@@ -132,6 +133,8 @@ class ImageInfo:
 
 def _manifest(client: DXF, method: str, reference: str) -> requests.Response | None:
     """The registry's answer to `method` on manifest `reference`; None when it has none."""
+    import requests  # noqa: PLC0415 - see the imports above
+
     try:
         response: requests.Response = client._request(
             method, "manifests/" + reference, headers=ACCEPT
@@ -176,6 +179,9 @@ class OciRegistry:
 
     def _speaks_tls(self) -> bool:
         """Whether a loopback registry answers a TLS handshake (nothing is sent over it)."""
+        import socket  # noqa: PLC0415 - only for a loopback registry
+        import ssl  # noqa: PLC0415
+
         name, _, port = api_host(self.host).rpartition(":")
         if not name:
             name, port = port, "443"
@@ -201,6 +207,10 @@ class OciRegistry:
         Called with `_guard` held.
         """
         if self._base is None:
+            import requests  # noqa: PLC0415 - see the imports above
+            from dxf import DXFBase  # noqa: PLC0415
+            from requests.adapters import HTTPAdapter  # noqa: PLC0415
+
             base = DXFBase(
                 api_host(self.host),
                 auth=self.authenticator,
@@ -229,6 +239,8 @@ class OciRegistry:
         with self._guard:
             client = self._clients.get(repository)
             if client is None:
+                from dxf import DXF  # noqa: PLC0415 - see the imports above
+
                 # per repository: its own token scope, the registry's shared session
                 client = DXF.from_base(self._base_client(insecure), repository)
                 self._clients[repository] = client
@@ -249,6 +261,9 @@ class OciRegistry:
             return self._call_once(repository, what, action)
 
     def _call_once(self, repository: str, what: str, action: Callable[[DXF], Any]) -> Any:
+        import requests  # noqa: PLC0415 - see the imports above
+        from dxf.exceptions import DXFError, DXFUnauthorizedError  # noqa: PLC0415
+
         client, lock = self._client(repository)
         with self._guard:
             self.requests_made += 1
@@ -328,6 +343,8 @@ class OciRegistry:
         return {str(k): str(v) for k, v in labels.items()}
 
     def tags(self, repository: str) -> list[str]:
+        import requests  # noqa: PLC0415 - see the imports above
+
         def list_tags(client: DXF) -> list[str]:
             try:
                 return list(client.list_aliases())
@@ -341,6 +358,9 @@ class OciRegistry:
 
     def repositories(self, prefix: str) -> list[str]:
         """Repositories under `prefix/` (the registry's catalog, page by page)."""
+        import requests  # noqa: PLC0415 - see the imports above
+        from dxf.exceptions import DXFError  # noqa: PLC0415
+
         with self._guard:
             base = self._base_client(self._insecure_locked())
         with self._guard:
@@ -392,6 +412,8 @@ class OciRegistry:
         ]
 
         def mount(client: DXF) -> None:
+            from dxf.exceptions import DXFMountFailed  # noqa: PLC0415 - see the imports above
+
             for blob in blobs:
                 try:
                     client.mount_blob(source, blob)

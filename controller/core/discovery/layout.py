@@ -26,13 +26,14 @@ import posixpath
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
-
-import pathspec
+from typing import TYPE_CHECKING, Any
 
 from controller.core.specs import CLAIMING, FORMS
 from controller.core.specs.base import ClaimKind, Claims, Folder, Found, Note, Unparsed
 from controller.core.tree import TreeView, parent, within
+
+if TYPE_CHECKING:
+    import pathspec
 
 REPOSITORY_FILE = "envship.yaml"
 
@@ -106,7 +107,11 @@ class Layout:
     # -- reading the tree ------------------------------------------------------------------------
 
     def _matcher(self) -> pathspec.GitIgnoreSpec | None:
-        return pathspec.GitIgnoreSpec.from_lines(self.ignore) if self.ignore else None
+        if not self.ignore:
+            return None
+        import pathspec  # noqa: PLC0415 - a tenth of start-up; only ignore patterns need it
+
+        return pathspec.GitIgnoreSpec.from_lines(self.ignore)
 
     def visible(self, path: str, matcher: pathspec.GitIgnoreSpec | None) -> bool:
         """Not hidden, not ignored (only the last part is checked: parents were)."""
