@@ -280,9 +280,8 @@ class GitSource:
         self.secrets = secrets
         self.fetches = 0
         """Fetches that reached the remote (a pinned commit already cached needs none)."""
-        """Fetches retried after the server refused a credential (then read again)."""
         self.received_objects = 0
-        self.received_bytes = 0
+        """Objects the fetches received (a metric: an unchanged remote sends none)."""
         self.listings = Listings()
         """Folder listings of the last tree read, so the next one reads only what changed."""
         self._repository: pygit2.Repository | None = None
@@ -387,7 +386,6 @@ class GitSource:
             else:
                 self.fetches += 1
                 self.received_objects += stats.received_objects
-                self.received_bytes += stats.received_bytes
                 heads = remote.list_heads(connect=False)
                 return {head.name: head.oid for head in heads if head.name is not None}
             self._forget_credentials()

@@ -66,6 +66,11 @@ class Metrics:
             ["kind"],
             registry=r,
         )
+        self.git_received_objects = Counter(
+            "envship_git_received_objects_total",
+            "Git objects fetches received (an unchanged remote sends none).",
+            registry=r,
+        )
         self.registry_requests = Counter(
             "envship_registry_requests_total",
             "Requests to container registries by kind.",

@@ -268,6 +268,7 @@ class Reconciler:
     def fetch(self, run: Run) -> Revision:
         """The tracked ref's revision; git unreachable: stale."""
         fetches = getattr(self.source, "fetches", None)  # a source that counts real fetches
+        received = getattr(self.source, "received_objects", 0)
         try:
             revision = self.source.fetch()
         except Exception as exc:
@@ -275,6 +276,9 @@ class Reconciler:
             raise Stop(self.stale(public_text(f"git: {exc}"))) from None
         if fetches is None or getattr(self.source, "fetches", None) != fetches:
             self.metrics.git_request("fetch")
+        more = getattr(self.source, "received_objects", 0) - received
+        if more > 0:
+            self.metrics.git_received_objects.inc(more)
         run.context["revision"] = revision.label
         return revision
 

@@ -910,6 +910,7 @@ METRIC_NAMES = (
     "envship_builds_total",
     "envship_environment_info",
     "envship_git_requests_total",
+    "envship_git_received_objects_total",
     "envship_registry_requests_total",
     "envship_webhooks_total",
     "envship_relayed_requests_total",

@@ -153,6 +153,10 @@ class FlakySource:
     def fetches(self) -> int:
         return self.source.fetches
 
+    @property
+    def received_objects(self) -> int:
+        return self.source.received_objects
+
     def fetch(self) -> Revision:
         if self.broken:
             raise GitSourceError("git fetch from https://user:pw@git.test/x: connection refused")
@@ -263,8 +267,11 @@ def test_first_reconcile_syncs_everything_then_an_unchanged_revision_does_nothin
     assert status["last_reconcile"] is not None
     assert not status["stale"]
 
+    received = metric(rig.metrics, "envship_git_received_objects_total")
+    assert received > 0  # the clone
     again = reconcile(controller)
     assert again["result"] == "unchanged"
+    assert metric(rig.metrics, "envship_git_received_objects_total") == received  # none sent
     assert rig.runner.calls == [(["a", "b"], False)]  # no registry call at all
     assert rig.git.fetches == 2  # git is asked every time
     assert metric(rig.metrics, "envship_reconcile_total", result="unchanged") == 1
