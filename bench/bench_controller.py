@@ -419,8 +419,9 @@ def inner(scratch: Path, host: str, count: int, profile: bool) -> dict[str, Any]
             raise AssertionError(f"{name}: {done}")
         if [env for _, env, _ in starts.lines] != [name]:
             raise AssertionError(f"{name}: builds started for {[e for _, e, _ in starts.lines]}")
-        if controller.parsed.read != 1:
-            raise AssertionError(f"{name}: discovery read {controller.parsed.read} environments")
+        read = controller.reconciler.parsed.read
+        if read != 1:
+            raise AssertionError(f"{name}: discovery read {read} environments")
         status = controller.board.get(name)
         if status is None or not status.hash or len(asked) != 1:
             raise AssertionError(f"{name}: {status}, builds asked {asked}")
@@ -447,8 +448,8 @@ def inner(scratch: Path, host: str, count: int, profile: bool) -> dict[str, Any]
                 "reconcile": done["seconds"],
                 "spent": dict(timers.spent),
                 "requests_made": requests_made() - made,
-                "read": controller.parsed.read,
-                "parsed": controller.parsed.parsed,
+                "read": controller.reconciler.parsed.read,
+                "parsed": controller.reconciler.parsed.parsed,
             }
         )
         restore(path, original, name)
@@ -461,7 +462,7 @@ def inner(scratch: Path, host: str, count: int, profile: bool) -> dict[str, Any]
         starts.clear()
         asked.clear()
         profiler = cProfile.Profile()
-        unprofiled = controller._reconcile
+        unprofiled = controller.reconciler.reconcile
 
         def profiled(*args: Any, **kwargs: Any) -> Any:  # in the reconcile worker's thread
             profiler.enable()
@@ -470,9 +471,9 @@ def inner(scratch: Path, host: str, count: int, profile: bool) -> dict[str, Any]
             finally:
                 profiler.disable()
 
-        controller._reconcile = profiled  # type: ignore[method-assign]
+        controller.reconciler.reconcile = profiled  # type: ignore[method-assign]
         done, _ = reconcile("bench profile")
-        controller._reconcile = unprofiled  # type: ignore[method-assign]
+        controller.reconciler.reconcile = unprofiled  # type: ignore[method-assign]
         check_changed(done, name)
         out = io.StringIO()
         pstats.Stats(profiler, stream=out).sort_stats("cumulative").print_stats(45)

@@ -8,7 +8,7 @@ import re
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -29,9 +29,12 @@ from controller.core.discovery import (
 )
 from controller.core.naming import validate_prefix
 from controller.core.specs.common import DEFAULT_BASE_IMAGE
-from controller.pipeline.outcome import Reporter
+from controller.pipeline.options import Target
 from controller.pipeline.resolve import Resolver
-from controller.pipeline.sync import Sync, Target
+
+if TYPE_CHECKING:
+    from controller.pipeline.outcome import Reporter
+    from controller.pipeline.sync import Sync
 
 SHORT_HASH = 12
 HASH_TAG_LENGTH = 32

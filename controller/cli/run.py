@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import os
@@ -75,6 +74,8 @@ def run_command(config_path: str, log_level: str) -> None:
         max_body=config.http.max_body,
         limits=http_limits(config.http),
     )
+    import asyncio  # noqa: PLC0415 - only the controller runs an event loop
+
     try:
         finished = asyncio.run(
             serve(
@@ -189,6 +190,8 @@ async def serve(
     With an `elector` (leader election) HTTP is served at once, the controller starts when the
     elector holds the Lease, and after the controller stopped the Lease is released, so another
     replica takes over within about one retry period."""
+    import asyncio  # noqa: PLC0415 - only the controller runs an event loop
+
     from controller.http.app import start_server  # noqa: PLC0415
 
     log = logging.getLogger("envship")

@@ -8,16 +8,19 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import partial
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from controller.adapters.packageindex import PYPI, PackageIndex
 from controller.adapters.registries import RegistryPool, RegistrySettings
 from controller.adapters.secrets import CredentialRefs, SecretStore
 from controller.pipeline.options import SyncOptions, Target, default_jobs
-from controller.pipeline.outcome import Reporter
 from controller.pipeline.resolve import Resolver
-from controller.pipeline.runner import SyncRunner
-from controller.pipeline.sync import Sync
+
+if TYPE_CHECKING:  # a plan without a registry needs none of the build and push machinery
+    from controller.pipeline.outcome import Reporter
+    from controller.pipeline.runner import SyncRunner
+    from controller.pipeline.sync import Sync
 
 
 @dataclass(frozen=True)
@@ -85,6 +88,8 @@ def sync(
     revision: str | None = None,
 ) -> Sync:
     """One sync against the target (`envship sync`, `plan --registry`)."""
+    from controller.pipeline.sync import Sync  # noqa: PLC0415 - only commands that sync
+
     store = secret_store(wiring)
     options = sync_options(wiring, store, dry_run=dry_run, revision=revision)
     return Sync(_target(wiring), RegistryPool(wiring.registry, store), options, reporter)
@@ -102,6 +107,8 @@ def resolver(wiring: Wiring) -> Resolver:
 
 def runner(wiring: Wiring, store: SecretStore | None = None) -> SyncRunner:
     """Syncs for a long-lived caller (`envship watch`, the controller)."""
+    from controller.pipeline.runner import SyncRunner  # noqa: PLC0415 - only watch and run
+
     store = store or secret_store(wiring)
     settings = wiring.registry
     options = sync_options(wiring, store)
