@@ -161,8 +161,9 @@ NAME = st.from_regex(r"[a-z][a-z0-9]{0,12}(-[a-z0-9]{1,8})?", fullmatch=True) | 
 """Valid names most of the time (so that specs plan and render), anything now and then."""
 VARIABLE = st.from_regex(r"[A-Z_][A-Z0-9_]{0,12}", fullmatch=True) | TEXT
 CONDA_STEPS = ["COPY", "RUN", "ENV", "ENV", "ENV", "ENV"]
-ENOUGH = 40
-"""Examples of each structural test that must plan and render (the rest are refused)."""
+ENOUGH = 20
+"""Examples of each structural test that must plan and render (the rest are refused); about
+40 of 300 do, fewer (26 at the lowest seen) when Hypothesis spends its budget differently."""
 
 
 def keywords(dockerfile: str) -> list[str]:
