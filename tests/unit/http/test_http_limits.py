@@ -21,6 +21,9 @@ LIMITS = {
 }
 SLACK = SWEEP_EVERY + 1.0
 """A sweep's period and a loaded machine's scheduling, beyond a timeout."""
+QUEUED = 2.5
+"""With the descriptors full, a connection waits in the kernel's accept queue, connected from
+the client's side before envship sees it (seen: up to 2.6 s on a loaded 2-CPU machine)."""
 
 
 def assert_probes_answered(probes: list[float | None]) -> None:
@@ -43,7 +46,7 @@ def test_idle_connections_beyond_the_descriptor_limit_do_not_starve_the_probes()
     with Server(LIMITS, nofile=128) as server:
         seen = idle(server, connections=140, seconds=LIMITS["idle_timeout"] + 6)
     assert all(h is not None for h in seen.held), seen.held
-    assert seen.longest_held <= LIMITS["idle_timeout"] + SLACK
+    assert seen.longest_held <= LIMITS["idle_timeout"] + SLACK + QUEUED
     assert_probes_answered(seen.probes)
 
 
