@@ -16,7 +16,8 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from controller.core.errors import FixSpec, RetryLater
+from controller.core.dockerfile import run_mounts
+from controller.core.errors import FixSpec, Misconfigured, RetryLater
 from controller.core.render import Rendered
 
 if TYPE_CHECKING:
@@ -45,6 +46,31 @@ class EngineError(RetryLater):
 
 class PushError(RetryLater):
     """The registry refused or broke the push: retry later, or check its credentials."""
+
+
+class NeedsBuildKit(Misconfigured):
+    """The build asks for what only BuildKit does (build secrets, `RUN --mount`), and envship
+    is configured with the classic builder: the operator must choose BuildKit."""
+
+
+CHOOSE_BUILDKIT = "choose BuildKit (builds.builder: buildkit, or --builder buildkit)"
+
+
+def refuse_buildkit_features(rendered: Rendered, secrets: Mapping[str, str] | None) -> None:
+    """What the classic builder cannot do, said before the engine is asked (it would drop
+    build secrets silently, and refuse `RUN --mount` with its own words)."""
+    mounts = run_mounts(rendered.dockerfile)
+    if mounts:
+        kinds = ", ".join(sorted({m.type for m in mounts}))
+        raise NeedsBuildKit(
+            f"{rendered.dockerfile_path} line {mounts[0].line}: RUN --mount ({kinds}) needs "
+            f"BuildKit, which the classic builder is not; {CHOOSE_BUILDKIT}"
+        )
+    if secrets:
+        raise NeedsBuildKit(
+            f"the classic builder cannot pass build secrets ({', '.join(sorted(secrets))}) "
+            f"to a build; {CHOOSE_BUILDKIT}"
+        )
 
 
 def context_tar(rendered: Rendered) -> bytes:
@@ -207,14 +233,18 @@ class DockerBuilder:
         log: Log,
         build_args: Mapping[str, str] | None = None,
         host_network: bool = False,
+        secrets: Mapping[str, str] | None = None,
     ) -> Built:
         """Build from the in-memory context; the image is tagged `tag` locally.
 
         `build_args` must hold no secret (they are recorded in the image's history);
-        `host_network` lets RUN steps reach envship's loopback index forwarder.
+        `host_network` lets RUN steps reach envship's loopback index forwarder. The classic
+        builder has no build secrets nor `RUN --mount`: a build that needs them is refused
+        (`NeedsBuildKit`).
         """
         import docker.errors  # noqa: PLC0415 - see the imports above
 
+        refuse_buildkit_features(rendered, secrets)
         context = io.BytesIO(context_tar(rendered))
 
         def refused(reason: str) -> BuildError:
@@ -283,6 +313,9 @@ __all__ = [
     "Built",
     "DockerBuilder",
     "EngineError",
+    "Log",
+    "NeedsBuildKit",
+    "PullError",
     "PushError",
     "context_tar",
     "json",

@@ -250,6 +250,35 @@ def declared_args(text: str) -> frozenset[str]:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class RunMount:
+    """One `RUN --mount=...` of a Dockerfile: its type and, for a secret, its id."""
+
+    type: str
+    secret_id: str | None
+    line: int
+    """The physical line (1-based) of its RUN."""
+
+
+def run_mounts(text: str) -> tuple[RunMount, ...]:
+    """Every `RUN --mount=...`, in order. Such mounts need BuildKit; a secret mount's id is
+    its `id=`, else the last part of its `target=` (as BuildKit defaults it)."""
+    found: list[RunMount] = []
+    for ins in instructions(text):
+        if ins.keyword != "RUN":
+            continue
+        flags, _ = _flags(ins.arguments)
+        for mount in flags.get("mount", ()):
+            options = dict(option.partition("=")[::2] for option in mount.split(","))
+            kind = options.get("type") or "bind"
+            secret = None
+            if kind == "secret":
+                secret = options.get("id") or (options.get("target") or "").rstrip("/")
+                secret = secret.rsplit("/", 1)[-1] if "id" not in options else secret
+            found.append(RunMount(kind, secret or None, ins.first + 1))
+    return tuple(found)
+
+
 def _literal(text: str) -> str:
     """`text` as a regex replacement that means itself."""
     return text.replace("\\", "\\\\")

@@ -16,24 +16,33 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from functools import partial
 
-from controller.adapters.builder import BuildError, DockerBuilder, EngineError, PullError, PushError
+from controller.adapters.builder import (
+    BuildError,
+    EngineError,
+    NeedsBuildKit,
+    PullError,
+    PushError,
+)
 from controller.adapters.indexproxy import IndexProxy
 from controller.adapters.redact import redact
 from controller.adapters.registries import RegistryPool
 from controller.adapters.registry import OciRegistry, RegistryError
 from controller.adapters.secrets import SecretError
-from controller.core.dockerfile import declared_args
+from controller.core.dockerfile import declared_args, run_mounts
 from controller.core.errors import EnvshipError, RetryLater
 from controller.core.model import base_references
 from controller.core.naming import split_reference, tag_for
 from controller.core.plan import PlanItem
 from controller.core.render import LABEL_HASH, render
+from controller.pipeline.engine import Builder, BuilderFactory
 from controller.pipeline.options import SyncOptions
 from controller.pipeline.outcome import Reporter, Result, Step, failure
 
 INDEX_ARGS = frozenset({"PIP_EXTRA_INDEX_URL", "PIP_TRUSTED_HOST"})
 """The build arguments a Dockerfile declares to install from the private indexes."""
-FAILURES = (BuildError, PullError, EngineError, PushError, RegistryError, SecretError)
+FAILURES = (
+    BuildError, PullError, EngineError, PushError, RegistryError, SecretError, NeedsBuildKit,
+)  # fmt: skip
 
 
 class InternalError(RetryLater):
@@ -81,7 +90,7 @@ class Builds:
         pool: RegistryPool,
         options: SyncOptions,
         reporter: Reporter,
-        builder_factory: Callable[[], DockerBuilder],
+        builder_factory: BuilderFactory,
     ) -> None:
         self.host = host
         self.pool = pool
@@ -89,7 +98,7 @@ class Builds:
         self.options = options
         self.reporter = reporter
         self._builder_factory = builder_factory
-        self._builder: DockerBuilder | None = None
+        self._builder: Builder | None = None
         self._lock = threading.Lock()
         self._proxy: IndexProxy | None = None
 
@@ -129,7 +138,7 @@ class Builds:
             self._proxy.stop()
             self._proxy = None
 
-    def builder(self) -> DockerBuilder:
+    def builder(self) -> Builder:
         with self._lock:
             if self._builder is None:
                 self._builder = self._builder_factory()
@@ -193,6 +202,7 @@ class Builds:
                         log=emit,
                         build_args=build_args,
                         host_network=bool(build_args),
+                        secrets=self.build_secrets(rendered.dockerfile),
                     )
                 finally:
                     end_grant()
@@ -208,7 +218,7 @@ class Builds:
 
     def _pull_bases(
         self,
-        builder: DockerBuilder,
+        builder: Builder,
         bases: Iterable[tuple[str, str | None]],
         emit: Callable[[str, Step | None], None],
     ) -> None:
@@ -226,6 +236,16 @@ class Builds:
             emit(f"pulling {wanted}", Step.PULL)
             auth = self.pool.get(host or "docker.io").authenticator.docker_auth()
             builder.pull(wanted, auth, lambda line: emit(line, None))
+
+    def build_secrets(self, dockerfile: str) -> dict[str, str] | None:
+        """The configured build secrets the Dockerfile mounts (`RUN --mount=type=secret,id=ID`),
+        read now; the others stay out of this build."""
+        wanted = {m.secret_id for m in run_mounts(dockerfile) if m.secret_id}
+        refs = {i: ref for i, ref in self.options.build_secrets.items() if i in wanted}
+        if not refs:
+            return None
+        store = self.pool.secrets
+        return {secret_id: store.get(ref) for secret_id, ref in refs.items()}
 
     def index_grant(self, dockerfile: str) -> tuple[dict[str, str], Callable[[], None]]:
         """Build arguments that point pip at the private indexes through the forwarder, for a

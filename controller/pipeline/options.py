@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from controller.adapters.forked import usable_cpus
 from controller.adapters.packageindex import PackageIndex
-from controller.adapters.secrets import CredentialRefs
+from controller.adapters.secrets import CredentialRefs, SecretRef
 from controller.core.credentials import url_credential
 
 
@@ -57,6 +57,9 @@ class SyncOptions:
     """Index host -> username and password references."""
     package_index: PackageIndex | None = None
     """Where `{{latest-pypi-version}}` is looked up (default: PyPI)."""
+    build_secrets: Mapping[str, SecretRef] = field(default_factory=dict)
+    """Build secret id -> reference: each build gets the ones its Dockerfile mounts
+    (`RUN --mount=type=secret,id=ID`), as BuildKit secrets."""
     held: frozenset[str] = frozenset()
     """Content hashes whose build failed for the spec's own reasons: not built again."""
 

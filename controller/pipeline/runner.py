@@ -11,6 +11,7 @@ from controller.adapters.builder import DockerBuilder
 from controller.adapters.registries import RegistryPool
 from controller.core.gc import TagInfo
 from controller.core.model import Environment
+from controller.pipeline.engine import Builder, BuilderFactory
 from controller.pipeline.options import SyncOptions, Target
 from controller.pipeline.outcome import Reporter, Result
 from controller.pipeline.sync import Sync
@@ -27,18 +28,18 @@ class SyncRunner:
         target: Target,
         pool_factory: Callable[[], RegistryPool],
         options: SyncOptions,
-        builder_factory: Callable[[], DockerBuilder] = DockerBuilder,
+        builder_factory: BuilderFactory = DockerBuilder,
     ) -> None:
         self.target = target
         self.pool_factory = pool_factory
         self.options = options
         self._builder_factory = builder_factory
-        self._builder: DockerBuilder | None = None
+        self._builder: Builder | None = None
         self._pool: RegistryPool | None = None
         self.registry_requests = 0
         """Requests the last run made to the target registry (a metric)."""
 
-    def _shared_builder(self) -> DockerBuilder:
+    def _shared_builder(self) -> Builder:
         if self._builder is None:
             self._builder = self._builder_factory()
         return self._builder

@@ -13,7 +13,7 @@ complete; each `Result` keeps its `Failure`, whose error's class says what happe
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from controller.adapters.builder import DockerBuilder
 from controller.adapters.registries import RegistryPool
@@ -23,6 +23,7 @@ from controller.core.model import Environment
 from controller.core.plan import PlanItem
 from controller.pipeline import collect, planning
 from controller.pipeline.building import Builds
+from controller.pipeline.engine import BuilderFactory
 from controller.pipeline.options import SyncOptions, Target
 from controller.pipeline.outcome import Reporter, Result
 from controller.pipeline.resolve import Resolver
@@ -36,7 +37,7 @@ class Sync:
         pool: RegistryPool,
         options: SyncOptions,
         reporter: Reporter | None = None,
-        builder_factory: Callable[[], DockerBuilder] = DockerBuilder,
+        builder_factory: BuilderFactory = DockerBuilder,
     ) -> None:
         self.target = target
         self.pool = pool

@@ -1,0 +1,57 @@
+"""What the build step needs of an engine: `Builder`. The classic builder (docker-py,
+`controller.adapters.builder.DockerBuilder`) and BuildKit through the docker CLI
+(`controller.adapters.buildkit.BuildKitBuilder`) implement it; so will a remote engine such as
+ACR Tasks. Importing this module loads no engine library."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Protocol
+
+from controller.adapters.builder import Built, Log
+from controller.core.render import Rendered
+
+
+class Builder(Protocol):
+    """An engine that builds rendered builds, and pulls and pushes their images.
+
+    Every method raises envship's errors only: `EngineError` (the engine or its tooling failed:
+    retry later), `BuildError` (the build failed for the spec's reasons), `PullError`,
+    `PushError`, or a `Misconfigured` error for what this engine cannot do at all."""
+
+    def ping(self) -> None:
+        """Check, once before the first build, that the engine answers and can build."""
+
+    def has_image(self, reference: str) -> bool: ...
+
+    def image_labels(self, reference: str) -> dict[str, str] | None:
+        """The labels of a local image, None when the engine has no such image."""
+
+    def pull(self, reference: str, auth: Mapping[str, str] | None, log: Log) -> None: ...
+
+    def build(
+        self,
+        rendered: Rendered,
+        *,
+        tag: str,
+        labels: Mapping[str, str],
+        platform: str,
+        log: Log,
+        build_args: Mapping[str, str] | None = None,
+        host_network: bool = False,
+        secrets: Mapping[str, str] | None = None,
+    ) -> Built:
+        """Build from envship's deterministic context; the image is tagged `tag` in the engine.
+
+        `secrets` (id -> value) are build secrets (`RUN --mount=type=secret,id=ID`): never an
+        argument, an environment variable, a file or a layer."""
+        ...
+
+    def push(self, repository: str, tag: str, auth: Mapping[str, str] | None, log: Log) -> str:
+        """Push `repository:tag`; the digest the registry reported."""
+        ...
+
+
+BuilderFactory = Callable[[], Builder]
+
+__all__ = ["Builder", "BuilderFactory"]
