@@ -1,0 +1,485 @@
+"""Build with BuildKit through the docker CLI; pull, push and inspect as the classic builder.
+
+docker-py cannot drive BuildKit, so the build itself runs the docker CLI against the same
+engine docker-py talks to (DOCKER_HOST, else docker-py's default socket):
+
+- `docker buildx build --load` when the CLI has the buildx plugin;
+- else `docker build` with `DOCKER_BUILDKIT=1` when the CLI has BuildKit built in (Docker CLI
+  18.09 to 22.x; from 23.0 on, a CLI builds with BuildKit only through buildx).
+
+Which CLI: the one named (`--docker-cli`, `builds.dockerCli`), else the first `docker` on PATH
+with buildx, else the first with BuildKit built in. The build context is envship's
+deterministic tar, sent on standard input (`... -`), the Dockerfile named inside it.
+
+What never reaches the CLI's arguments: secrets, and build argument values (they go in the
+child's environment, `--build-arg NAME` naming them). The child's environment is a short list
+(PATH, HOME, proxies, DOCKER_*, BUILDX_*), not envship's own, which may hold `env:` secrets.
+Build secrets are anonymous in-memory files (memfd), sealed, inherited by the child alone and
+named `--secret id=ID,src=/dev/fd/N`; the CLI reads that path each time a RUN step mounts the
+secret (a pipe would be empty on the second read), and nothing is written to disk.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import subprocess
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+from controller.adapters.builder import (
+    BuildError,
+    Built,
+    DockerBuilder,
+    EngineError,
+    Log,
+    PullError,
+    context_tar,
+)
+from controller.core.render import Rendered
+
+if TYPE_CHECKING:
+    import docker
+
+Mode = Literal["buildx", "builtin"]
+BUILTIN_FROM = (18, 9)
+BUILTIN_UNTIL = (23, 0)
+"""Docker CLI versions with BuildKit built in (`DOCKER_BUILDKIT=1 docker build`)."""
+MIN_API = (1, 39)
+"""The engine API of Docker 18.09, the first engine with BuildKit."""
+SECRET_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+INSTALL = (
+    "install a docker CLI that builds with BuildKit: the buildx plugin (Debian 13 and later: "
+    "apt-get install docker-buildx; Docker's own packages: docker-buildx-plugin), or a CLI with "
+    "BuildKit built in (18.09 to 22.x, e.g. Debian 12's docker.io); or name one with "
+    "--docker-cli / builds.dockerCli"
+)
+PASSED_ENV = frozenset(
+    {"PATH", "HOME", "TMPDIR", "XDG_RUNTIME_DIR", "XDG_CONFIG_HOME", "LANG", "LC_ALL"}
+    | {"HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy"}
+)
+"""What the child's environment takes from envship's, besides DOCKER_*, BUILDX_*, BUILDKIT_*."""
+PASSED_PREFIXES = ("DOCKER_", "BUILDX_", "BUILDKIT_")
+
+
+def version_tuple(text: str) -> tuple[int, int]:
+    """`20.10.24+dfsg1` -> (20, 10); what cannot be read is (0, 0)."""
+    match = re.match(r"^v?(\d+)\.(\d+)", text.strip())
+    return (int(match.group(1)), int(match.group(2))) if match else (0, 0)
+
+
+@dataclass(frozen=True, slots=True)
+class Cli:
+    """A docker CLI that can build with BuildKit, and how."""
+
+    path: str
+    version: str
+    mode: Mode
+
+    def __str__(self) -> str:
+        how = "buildx" if self.mode == "buildx" else "BuildKit built in"
+        return f"{self.path} ({self.version}, {how})"
+
+
+Run = Callable[[Sequence[str], Mapping[str, str]], tuple[int, str, str]]
+"""Run a command with an environment: (exit code, standard output, standard error)."""
+
+
+def run_quietly(argv: Sequence[str], env: Mapping[str, str]) -> tuple[int, str, str]:
+    try:
+        done = subprocess.run(
+            list(argv),
+            env=dict(env),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            errors="replace",
+            timeout=60,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return 127, "", f"{type(exc).__name__}: {exc}"
+    return done.returncode, done.stdout, done.stderr
+
+
+def candidates(path: str | None = None) -> list[str]:
+    """Every executable `docker` on PATH, in order, each real file once."""
+    found: list[str] = []
+    seen: set[str] = set()
+    for folder in (path if path is not None else os.environ.get("PATH", "")).split(os.pathsep):
+        if not folder:
+            continue
+        candidate = os.path.join(folder, "docker")
+        if not (os.path.isfile(candidate) and os.access(candidate, os.X_OK)):
+            continue
+        real = os.path.realpath(candidate)
+        if real not in seen:
+            seen.add(real)
+            found.append(candidate)
+    return found
+
+
+@dataclass(frozen=True, slots=True)
+class Probe:
+    """What one CLI can do: its version, whether it has buildx, and the engine's API version
+    as it sees it (None: it did not reach the engine, `engine` says why)."""
+
+    path: str
+    version: str | None
+    buildx: bool
+    server_api: str | None = None
+    engine: str = ""
+
+    def mode(self) -> Mode | None:
+        if self.buildx:
+            return "buildx"
+        if self.version and BUILTIN_FROM <= version_tuple(self.version) < BUILTIN_UNTIL:
+            return "builtin"
+        return None
+
+    def why_not(self) -> str:
+        if self.version is None:
+            return f"{self.path} does not run as a docker CLI"
+        if version_tuple(self.version) >= BUILTIN_UNTIL:
+            return (
+                f"{self.path} {self.version} has no buildx plugin (from 23.0 on the docker CLI "
+                "builds with BuildKit only through buildx)"
+            )
+        return f"{self.path} {self.version} predates BuildKit (18.09) and has no buildx plugin"
+
+
+def probe(path: str, env: Mapping[str, str], run: Run = run_quietly) -> Probe:
+    code, out, err = run([path, "version", "--format", "{{json .}}"], env)
+    try:
+        data = json.loads(out.strip().splitlines()[0]) if out.strip() else None
+    except (ValueError, IndexError):
+        data = None
+    if not isinstance(data, dict) or not isinstance(data.get("Client"), dict):
+        return Probe(path, None, buildx=False)
+    version = str(data["Client"].get("Version") or "")
+    server = data.get("Server") if isinstance(data.get("Server"), dict) else None
+    api = str(server.get("ApiVersion") or "") if server else None
+    engine = "" if api else _first_line(err) or f"exit code {code}"
+    buildx, _, _ = run([path, "buildx", "version"], env)
+    return Probe(path, version, buildx=buildx == 0, server_api=api or None, engine=engine)
+
+
+def choose(probes: Sequence[Probe]) -> Cli | None:
+    """The first CLI with buildx, else the first with BuildKit built in."""
+    for wanted in ("buildx", "builtin"):
+        for found in probes:
+            if found.mode() == wanted and found.version is not None:
+                return Cli(found.path, found.version, wanted)
+    return None
+
+
+def find_cli(
+    env: Mapping[str, str], explicit: str | None = None, run: Run = run_quietly
+) -> tuple[Cli, Probe]:
+    """The CLI builds run with (see the module's docstring), and what it saw of the engine.
+    Raises EngineError saying what is missing and what to install."""
+    if explicit:
+        path = explicit if os.sep in explicit else _which(explicit, env)
+        if path is None or not os.path.isfile(path):
+            raise EngineError(f"the docker CLI {explicit} is not there; {INSTALL}")
+        probes = [probe(path, env, run)]
+    else:
+        paths = candidates(env.get("PATH", ""))
+        if not paths:
+            raise EngineError(f"no docker CLI on PATH; {INSTALL}")
+        probes = [probe(path, env, run) for path in paths]
+    chosen = choose(probes)
+    if chosen is None:
+        reasons = "; ".join(p.why_not() for p in probes)
+        raise EngineError(f"no docker CLI can build with BuildKit: {reasons}; {INSTALL}")
+    return chosen, next(p for p in probes if p.path == chosen.path)
+
+
+def _which(name: str, env: Mapping[str, str]) -> str | None:
+    for folder in env.get("PATH", "").split(os.pathsep):
+        candidate = os.path.join(folder, name)
+        if folder and os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+def _first_line(text: str) -> str:
+    return next((line.strip() for line in text.splitlines() if line.strip()), "")
+
+
+def child_environment(source: Mapping[str, str], docker_host: str) -> dict[str, str]:
+    """The CLI's environment: the short list of what it needs, DOCKER_HOST always set (the
+    engine docker-py talks to), default attestations off (an image loaded into the engine)."""
+    env = {
+        key: value
+        for key, value in source.items()
+        if key in PASSED_ENV or key.startswith(PASSED_PREFIXES)
+    }
+    env["DOCKER_HOST"] = source.get("DOCKER_HOST") or docker_host
+    env.pop("DOCKER_CONTEXT", None)  # DOCKER_HOST names the engine; a context would hide it
+    env["BUILDX_NO_DEFAULT_ATTESTATIONS"] = "1"
+    return env
+
+
+def build_command(
+    cli: Cli,
+    *,
+    dockerfile_path: str,
+    tag: str,
+    labels: Mapping[str, str],
+    platform: str,
+    build_args: Sequence[str] = (),
+    host_network: bool = False,
+    secret_fds: Mapping[str, int] | None = None,
+) -> list[str]:
+    """The CLI's arguments for one build, the context on standard input. Build arguments are
+    named only (`--build-arg NAME`: the CLI takes the value from its environment)."""
+    argv = [cli.path, "buildx", "build", "--load"] if cli.mode == "buildx" else [cli.path, "build"]
+    argv += ["--progress=plain", "-f", dockerfile_path, "--tag", tag, "--platform", platform]
+    for key, value in sorted(labels.items()):
+        argv += ["--label", f"{key}={value}"]
+    for name in sorted(build_args):
+        argv += ["--build-arg", name]
+    if host_network:
+        argv += ["--network", "host"]
+        if cli.mode == "buildx":
+            argv += ["--allow", "network.host"]
+    for secret_id, fd in sorted((secret_fds or {}).items()):
+        if not SECRET_ID.match(secret_id):
+            raise BuildError(f"build failed: {secret_id!r} is no valid build secret id")
+        argv += ["--secret", f"id={secret_id},src=/dev/fd/{fd}"]
+    argv.append("-")
+    return argv
+
+
+@contextlib.contextmanager
+def secret_descriptors(secrets: Mapping[str, str] | None) -> Iterator[dict[str, int]]:
+    """Each secret in an anonymous, sealed in-memory file (memfd): id -> descriptor, closed on
+    exit. Nothing touches a file system; only the child the descriptors are passed to can open
+    them (as /dev/fd/N), as often as it needs, from the start."""
+    import fcntl  # noqa: PLC0415 - Linux only, and only builds with secrets need it
+
+    descriptors: dict[str, int] = {}
+    try:
+        for secret_id, value in (secrets or {}).items():
+            fd = os.memfd_create("envship-build-secret", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+            descriptors[secret_id] = fd
+            data = memoryview(value.encode())
+            while data:
+                data = data[os.write(fd, data) :]
+            seals = fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW
+            fcntl.fcntl(fd, fcntl.F_ADD_SEALS, seals | fcntl.F_SEAL_WRITE)
+        yield descriptors
+    finally:
+        for fd in descriptors.values():
+            os.close(fd)
+
+
+_ERROR = re.compile(r"^(?:error|ERROR)(?:\s*:|\s)\s*(.*)$")
+_PREFIXES = (
+    "failed to build: ",
+    "failed to solve: ",
+    "failed to solve with frontend dockerfile.v0: ",
+    "rpc error: code = Unknown desc = ",
+)
+_UNREACHABLE = (
+    "cannot connect to the docker daemon",
+    "error during connect",
+    "is the docker daemon running",
+    "connection refused",
+    "no such host",
+    "failed to dial",
+)
+_PULL = (
+    "failed to resolve source metadata",
+    "pull access denied",
+    "failed to authorize",
+    "failed to fetch anonymous token",
+    "failed to fetch oauth token",
+)
+
+
+def reason_of(lines: Sequence[str]) -> str:
+    """The build's own words for why it failed: its last top-level error line, without the
+    wrappers around the cause."""
+    for line in reversed(lines):
+        match = _ERROR.match(line.strip())
+        if match:
+            reason = match.group(1).strip()
+            changed = True
+            while changed:
+                changed = False
+                for prefix in _PREFIXES:
+                    if reason.startswith(prefix):
+                        reason, changed = reason[len(prefix) :], True
+            return reason or line.strip()
+    return _first_line("\n".join(reversed(lines))) or "the docker CLI failed"
+
+
+def failure_of(code: int, lines: Sequence[str]) -> Exception:
+    """A failed CLI run as envship's error: killed or engine unreachable -> EngineError, a base
+    the engine could not pull -> PullError, anything else the build's -> BuildError."""
+    if code < 0:
+        return EngineError(f"the docker CLI was killed during the build (signal {-code})")
+    reason = reason_of(lines)
+    lowered = reason.lower()
+    if any(mark in lowered for mark in _UNREACHABLE):
+        return EngineError(f"the Docker engine failed during the build: {reason}")
+    if any(mark in lowered for mark in _PULL):
+        return PullError(f"a base image could not be pulled during the build: {reason}")
+    return BuildError(f"build failed: {reason}")
+
+
+class BuildKitBuilder(DockerBuilder):
+    """The classic builder's pulls, pushes and inspections (docker-py); builds by BuildKit
+    through the docker CLI (`docker_cli`: a path or name; None: chosen from PATH)."""
+
+    def __init__(
+        self, docker_cli: str | None = None, client: docker.DockerClient | None = None
+    ) -> None:
+        super().__init__(client)
+        self.docker_cli = docker_cli
+        self._cli: Cli | None = None
+        self._lock = threading.Lock()
+
+    def environment(self) -> dict[str, str]:
+        from docker.constants import DEFAULT_UNIX_SOCKET  # noqa: PLC0415 - see builder.py
+
+        return child_environment(os.environ, DEFAULT_UNIX_SOCKET.replace("http+unix", "unix"))
+
+    def cli(self) -> Cli:
+        """The CLI builds run with, found once (`ping` says what is missing)."""
+        with self._lock:
+            if self._cli is None:
+                self._cli, _seen = find_cli(self.environment(), self.docker_cli)
+            return self._cli
+
+    def ping(self) -> None:
+        """The engine answers with an API that has BuildKit, and a docker CLI that builds with
+        BuildKit reaches it: else an EngineError that says what is missing."""
+        super().ping()
+        version = self.api.version()
+        api, system = str(version.get("ApiVersion") or ""), str(version.get("Os") or "linux")
+        if version_tuple(api) < MIN_API or system != "linux":
+            raise EngineError(
+                f"the Docker engine ({version.get('Version', '?')}, API {api or '?'}, {system}) "
+                "has no BuildKit: it needs a Linux engine of 18.09 or later (API 1.39); "
+                "upgrade it, or use the classic builder (builds.builder: classic)"
+            )
+        with self._lock:
+            cli, seen = find_cli(self.environment(), self.docker_cli)
+            if seen.server_api is None:
+                raise EngineError(
+                    f"the docker CLI {cli.path} does not reach the Docker engine: {seen.engine}"
+                )
+            self._cli = cli
+
+    def build(
+        self,
+        rendered: Rendered,
+        *,
+        tag: str,
+        labels: Mapping[str, str],
+        platform: str,
+        log: Log,
+        build_args: Mapping[str, str] | None = None,
+        host_network: bool = False,
+        secrets: Mapping[str, str] | None = None,
+    ) -> Built:
+        """Build with BuildKit from envship's context; every output line goes to `log` as it
+        comes. Failures: see `failure_of`."""
+        cli = self.cli()
+        env = self.environment()
+        args = dict(build_args or {})
+        clash = sorted(set(args) & set(env))
+        if clash:
+            raise BuildError(f"build failed: build arguments {', '.join(clash)} are reserved")
+        env |= args
+        if cli.mode == "builtin":
+            env["DOCKER_BUILDKIT"] = "1"
+        context = context_tar(rendered)
+        lines: list[str] = []
+        with secret_descriptors(secrets) as fds:
+            argv = build_command(
+                cli,
+                dockerfile_path=rendered.dockerfile_path,
+                tag=tag,
+                labels=labels,
+                platform=platform,
+                build_args=tuple(args),
+                host_network=host_network,
+                secret_fds=fds,
+            )
+            code = self._run(argv, env, context, tuple(fds.values()), lines, log)
+        if code != 0:
+            raise failure_of(code, lines)
+        data = self._inspect(tag)
+        if data is None:
+            raise EngineError(f"the built image {tag} is missing from the engine")
+        return Built(str(data["Id"]), "\n".join(lines))
+
+    @staticmethod
+    def _run(
+        argv: Sequence[str],
+        env: Mapping[str, str],
+        context: bytes,
+        fds: Sequence[int],
+        lines: list[str],
+        log: Log,
+    ) -> int:
+        """Run the CLI: the context written on its standard input while its output (standard
+        error with it) is read line by line into `lines` and `log`."""
+        try:
+            child = subprocess.Popen(
+                list(argv),
+                env=dict(env),
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                pass_fds=tuple(fds),
+            )
+        except OSError as exc:
+            raise EngineError(f"the docker CLI {argv[0]} cannot run: {exc.strerror}") from None
+        stdin, stdout = child.stdin, child.stdout
+        if stdin is None or stdout is None:  # never: both are pipes
+            raise EngineError("the docker CLI's pipes could not be opened")
+
+        def feed() -> None:
+            with contextlib.suppress(OSError):  # the CLI stopped reading: its output says why
+                stdin.write(context)
+            with contextlib.suppress(OSError):
+                stdin.close()
+
+        writer = threading.Thread(target=feed, name="buildkit-context", daemon=True)
+        writer.start()
+        try:
+            for raw in stdout:
+                line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
+                lines.append(line)
+                log(line)
+        finally:
+            stdout.close()
+            code = child.wait()
+            writer.join(10)
+        return code
+
+
+__all__ = [
+    "BuildKitBuilder",
+    "Cli",
+    "Probe",
+    "build_command",
+    "candidates",
+    "child_environment",
+    "choose",
+    "failure_of",
+    "find_cli",
+    "probe",
+    "reason_of",
+    "secret_descriptors",
+    "version_tuple",
+]
