@@ -8,7 +8,7 @@ import re
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import click
 
@@ -236,7 +236,11 @@ def registry_options(required: bool) -> Callable[[Callable[..., Any]], Callable[
     return decorate
 
 
-BUILD_OPTIONS = ("jobs", "moving_tags", "tag_version", "private_indexes")
+BUILD_OPTIONS = (
+    "jobs", "moving_tags", "tag_version", "private_indexes", "builder", "docker_cli",
+    "build_secrets",
+)  # fmt: skip
+SECRET_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 
 @dataclass(frozen=True)
@@ -247,6 +251,24 @@ class BuildArgs:
     moving_tags: tuple[str, ...]
     tag_version: bool
     private_indexes: tuple[str, ...]
+    builder: Literal["classic", "buildkit"] = "classic"
+    docker_cli: str | None = None
+    build_secrets: tuple[str, ...] = ()
+
+    def secrets(self) -> dict[str, SecretRef]:
+        """`--build-secret ID=REF` entries -> id: reference."""
+        found: dict[str, SecretRef] = {}
+        for entry in self.build_secrets:
+            secret_id, sep, ref = entry.partition("=")
+            if not sep or not SECRET_ID.match(secret_id):
+                raise click.UsageError(
+                    "--build-secret: give ID=REF, ID of letters, digits, '.', '_' or '-'"
+                )
+            try:
+                found[secret_id] = SecretRef.parse(ref)
+            except SecretError as exc:
+                raise click.UsageError(f"--build-secret {secret_id}: {exc}") from None
+        return found
 
 
 def build_options(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -269,6 +291,28 @@ def build_options(f: Callable[..., Any]) -> Callable[..., Any]:
             multiple=True,
             metavar="URL",
             help="A private package index served to builds as PIP_EXTRA_INDEX_URL (repeatable).",
+        ),
+        click.option(
+            "--builder",
+            type=click.Choice(["classic", "buildkit"]),
+            default="classic",
+            show_default=True,
+            help="classic: docker-py's classic builder; buildkit: BuildKit through the docker "
+            "CLI (RUN --mount, build secrets).",
+        ),
+        click.option(
+            "--docker-cli",
+            metavar="PATH",
+            help="The docker CLI BuildKit builds run with (default: the first on PATH with "
+            "buildx, else the first with BuildKit built in).",
+        ),
+        click.option(
+            "--build-secret",
+            "build_secrets",
+            multiple=True,
+            metavar="ID=REF",
+            help="A build secret, as a secret reference (env:NAME, file:PATH, keyvault://...), "
+            "for RUN --mount=type=secret,id=ID; needs --builder buildkit (repeatable).",
         ),
     ]
     f = collapse(BUILD_OPTIONS, "build", BuildArgs)(f)
@@ -362,6 +406,9 @@ class RegistryArgs:
             moving_tags=build.moving_tags,
             tag_version=build.tag_version,
             source=source,
+            builder=build.builder,
+            docker_cli=build.docker_cli,
+            build_secrets=build.secrets(),
         )
 
     def sync(

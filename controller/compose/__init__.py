@@ -8,16 +8,17 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 from urllib.parse import urlsplit
 
 from controller.adapters.packageindex import PYPI, PackageIndex
 from controller.adapters.registries import RegistryPool, RegistrySettings
-from controller.adapters.secrets import CredentialRefs, SecretStore
+from controller.adapters.secrets import CredentialRefs, SecretRef, SecretStore
 from controller.pipeline.options import SyncOptions, Target, default_jobs
 from controller.pipeline.resolve import Resolver
 
 if TYPE_CHECKING:  # a plan without a registry needs none of the build and push machinery
+    from controller.pipeline.engine import BuilderFactory
     from controller.pipeline.outcome import Reporter
     from controller.pipeline.runner import SyncRunner
     from controller.pipeline.sync import Sync
@@ -41,6 +42,23 @@ class Wiring:
     tag_version: bool = False
     source: str | None = None
     """The git source shown in image labels."""
+    builder: Literal["classic", "buildkit"] = "classic"
+    """The classic builder (docker-py), or BuildKit through the docker CLI."""
+    docker_cli: str | None = None
+    """The docker CLI BuildKit builds run with; None: chosen from PATH."""
+    build_secrets: Mapping[str, SecretRef] = field(default_factory=dict)
+    """Build secret id -> reference (BuildKit secrets)."""
+
+
+def builder_factory(wiring: Wiring) -> BuilderFactory:
+    """What makes the engine builds run on, as the settings say."""
+    if wiring.builder == "buildkit":
+        from controller.adapters.buildkit import BuildKitBuilder  # noqa: PLC0415 - builds only
+
+        return partial(BuildKitBuilder, wiring.docker_cli)
+    from controller.adapters.builder import DockerBuilder  # noqa: PLC0415 - builds only
+
+    return DockerBuilder
 
 
 def secret_store(wiring: Wiring) -> SecretStore:
@@ -71,6 +89,7 @@ def sync_options(
         private_indexes=wiring.private_indexes,
         index_credentials=wiring.index_credentials,
         package_index=package_index(wiring, store),
+        build_secrets=wiring.build_secrets,
     )
 
 
@@ -92,7 +111,8 @@ def sync(
 
     store = secret_store(wiring)
     options = sync_options(wiring, store, dry_run=dry_run, revision=revision)
-    return Sync(_target(wiring), RegistryPool(wiring.registry, store), options, reporter)
+    pool = RegistryPool(wiring.registry, store)
+    return Sync(_target(wiring), pool, options, reporter, builder_factory(wiring))
 
 
 def resolver(wiring: Wiring) -> Resolver:
@@ -112,7 +132,18 @@ def runner(wiring: Wiring, store: SecretStore | None = None) -> SyncRunner:
     store = store or secret_store(wiring)
     settings = wiring.registry
     options = sync_options(wiring, store)
-    return SyncRunner(_target(wiring), lambda: RegistryPool(settings, store), options)
+    return SyncRunner(
+        _target(wiring), lambda: RegistryPool(settings, store), options, builder_factory(wiring)
+    )
 
 
-__all__ = ["Wiring", "package_index", "resolver", "runner", "secret_store", "sync", "sync_options"]
+__all__ = [
+    "Wiring",
+    "builder_factory",
+    "package_index",
+    "resolver",
+    "runner",
+    "secret_store",
+    "sync",
+    "sync_options",
+]

@@ -37,6 +37,9 @@ def wiring_of(config: Config, source: str | None = None) -> Wiring:
         moving_tags=tuple(builds.tags),
         tag_version=builds.tag_version,
         source=source,
+        builder=builds.builder,
+        docker_cli=builds.docker_cli,
+        build_secrets={i: SecretRef.parse(ref) for i, ref in builds.secrets.items()},
     )
 
 

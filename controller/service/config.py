@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -145,6 +145,25 @@ class Builds(Model):
         alias="packageIndex",
         min_length=1,
         description="where {{latest-pypi-version}} is looked up (credentials: indexAuth)",
+    )
+    builder: Literal["classic", "buildkit"] = Field(
+        default="classic",
+        description="classic: docker-py's classic builder; buildkit: BuildKit through the "
+        "docker CLI (buildx, or a CLI with BuildKit built in), for RUN --mount and secrets",
+    )
+    docker_cli: str | None = Field(
+        default=None,
+        alias="dockerCli",
+        min_length=1,
+        description="the docker CLI BuildKit builds run with (default: the first on PATH "
+        "with buildx, else the first with BuildKit built in)",
+    )
+    secrets: dict[
+        Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")], SecretReference
+    ] = Field(
+        default={},
+        description="build secrets, id: secret reference; a build gets those its Dockerfile "
+        "mounts (RUN --mount=type=secret,id=ID); needs builder: buildkit",
     )
 
 
