@@ -7,6 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import click
+import pytest
+
+from controller.cli.options import BuildArgs
 from tests.support.paths import ROOT
 
 
@@ -85,3 +89,18 @@ def test_names_paths_and_messages_never_act_on_the_terminal(tmp_path: Path):
     assert "[/oops]" in shown
     assert "[link=https://evil.example]click[/link]" in shown
     assert "\\u202e" in shown
+
+
+def test_build_secrets_and_the_builder_from_the_flags(tmp_path: Path):
+    args = BuildArgs(None, (), False, (), "buildkit", None, ("pip=env:PIP_TOKEN", "b.1=file:/s"))
+    assert {k: str(v) for k, v in args.secrets().items()} == {
+        "pip": "env:PIP_TOKEN",
+        "b.1": "file:/s",
+    }
+    for wrong in ("no-equals", "a,src=/x=env:X", "ok=plain-literal"):
+        with pytest.raises(click.UsageError) as caught:
+            BuildArgs(None, (), False, (), "buildkit", None, (wrong,)).secrets()
+        assert "plain-literal" not in str(caught.value)
+    used = envship("sync", str(tmp_path), "--registry", "127.0.0.1:9", "--builder", "kaniko")
+    assert used.returncode == 2
+    assert "'kaniko' is not one of 'classic', 'buildkit'" in used.stderr

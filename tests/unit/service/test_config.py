@@ -6,6 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from controller.adapters.buildkit import BuildKitBuilder
+from controller.compose import builder_factory
+from controller.compose.service import wiring_of
 from controller.service.config import ConfigError, load
 
 MINIMAL = """
@@ -105,3 +108,31 @@ def test_http_address_and_limits(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("ENVSHIP_HTTP__ADDRESS", "$(POD_IP)")  # not expanded: no such variable
     with pytest.raises(ConfigError, match=r"http\.address.*IP address"):
         load(write(tmp_path, MINIMAL))
+
+
+def test_the_builder_and_its_secrets(tmp_path: Path):
+    default = wiring_of(load(write(tmp_path, MINIMAL)))
+    assert default.builder == "classic"
+    assert default.build_secrets == {}
+    assert builder_factory(default).__name__ == "DockerBuilder"  # type: ignore[attr-defined]
+
+    chosen = MINIMAL + (
+        "builds:\n  builder: buildkit\n  dockerCli: /opt/docker/bin/docker\n"
+        "  secrets: {pip-token: keyvault://team-vault/pip-token}\n"
+    )
+    wiring = wiring_of(load(write(tmp_path, chosen)))
+    assert wiring.builder == "buildkit"
+    assert str(wiring.build_secrets["pip-token"]) == "keyvault://team-vault/pip-token"
+    factory = builder_factory(wiring)
+    assert factory.func is BuildKitBuilder  # type: ignore[attr-defined]
+    assert factory.args == ("/opt/docker/bin/docker",)  # type: ignore[attr-defined]
+
+    for wrong, key in [
+        ("  builder: kaniko\n", "builds.builder"),
+        ("  secrets: {'a,src=/etc/shadow': env:X}\n", "builds.secrets"),
+        ("  secrets: {token: literal-value}\n", "builds.secrets.token"),
+    ]:
+        with pytest.raises(ConfigError) as caught:
+            load(write(tmp_path, MINIMAL + "builds:\n" + wrong))
+        assert key in str(caught.value)
+        assert "literal-value" not in str(caught.value)
