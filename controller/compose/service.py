@@ -131,6 +131,7 @@ def secret_references(config: Config) -> list[str]:
         pair(credentials)
     for credentials in config.builds.index_auth.values():
         pair(credentials)
+    found.extend(config.builds.secrets.values())
     hooks = config.webhooks
     found.extend(r for r in (hooks.github, hooks.gitlab, hooks.generic, hooks.trigger) if r)
     pair(hooks.azure_devops)

@@ -8,7 +8,7 @@ import pytest
 
 from controller.adapters.buildkit import BuildKitBuilder
 from controller.compose import builder_factory
-from controller.compose.service import wiring_of
+from controller.compose.service import secret_references, wiring_of
 from controller.service.config import ConfigError, load
 
 MINIMAL = """
@@ -126,6 +126,8 @@ def test_the_builder_and_its_secrets(tmp_path: Path):
     factory = builder_factory(wiring)
     assert factory.func is BuildKitBuilder  # type: ignore[attr-defined]
     assert factory.args == ("/opt/docker/bin/docker",)  # type: ignore[attr-defined]
+    # the readiness check tries build secrets too (`/readyz` names one that cannot be read)
+    assert "keyvault://team-vault/pip-token" in secret_references(load(write(tmp_path, chosen)))
 
     for wrong, key in [
         ("  builder: kaniko\n", "builds.builder"),
