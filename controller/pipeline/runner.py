@@ -8,7 +8,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 from controller.adapters.builder import DockerBuilder
+from controller.adapters.redact import redact
 from controller.adapters.registries import RegistryPool
+from controller.core.errors import EnvshipError
 from controller.core.gc import TagInfo
 from controller.core.model import Environment
 from controller.pipeline.engine import Builder, BuilderFactory
@@ -82,6 +84,17 @@ class SyncRunner:
         finally:
             sync.close()
             pool.close()
+
+    def check_engine(self) -> str | None:
+        """Why builds cannot run now (the engine, or the tooling the builder needs, is missing
+        or unreachable: what to install or start), None when they can."""
+        try:
+            self._shared_builder().ping()
+        except EnvshipError as exc:
+            return redact(str(exc))
+        except Exception as exc:  # unforeseen: reported, never raised into the controller
+            return f"internal error checking the build engine ({type(exc).__name__})"
+        return None
 
     def close(self) -> None:
         if self._pool is not None:

@@ -99,6 +99,8 @@ class Controller:
         self._secret_check = secret_check
         self._secret_problems: dict[str, str] = {}
         """Secret reference -> why it cannot be read (checked at start and every reconcile)."""
+        self._engine_problem: str | None = None
+        """Why builds cannot run (the engine or the builder's tooling), checked likewise."""
         # requests and outcomes (guarded by _cond)
         self._cond = threading.Condition()
         self._requested = 0
@@ -154,6 +156,7 @@ class Controller:
         snapshot["secrets"] = [
             {"reference": ref, "error": why} for ref, why in sorted(self._secret_problems.items())
         ]
+        snapshot["engine"] = {"usable": self._engine_problem is None, "error": self._engine_problem}
         if self.election is not None:
             snapshot["leader_election"] = self.election.describe()
         return snapshot
@@ -186,6 +189,20 @@ class Controller:
         for ref in self._secret_problems.keys() - problems.keys():
             log.info("secret reference can be read again", extra={"secret": ref})
         self._secret_problems = problems
+
+    def check_engine(self) -> None:
+        """Ask the runner whether builds can run; say what is missing once, and when it is back.
+        Not a readiness condition: webhooks are still taken, and builds fail (retried) until
+        the engine answers."""
+        check = getattr(self.runner, "check_engine", None)
+        if check is None:
+            return
+        problem = check()
+        if problem is not None and problem != self._engine_problem:
+            log.warning("builds cannot run: %s", problem)
+        elif problem is None and self._engine_problem is not None:
+            log.info("the build engine answers again")
+        self._engine_problem = problem
 
     def leading(self) -> bool:
         """True without leader election; with it, while this replica holds the lease."""
@@ -297,6 +314,7 @@ class Controller:
             extra=run.context,
         )
         self.check_secrets()
+        self.check_engine()
         try:
             outcome = self.reconciler.reconcile(run)
         except Exception as exc:

@@ -70,12 +70,6 @@ class Runner(Protocol):
     def close(self) -> None: ...
 
 
-class Collector(Protocol):
-    def collect_garbage(
-        self, envs: Sequence[Environment], *, grace: float, dry_run: bool, reporter: Reporter
-    ) -> list[TagInfo]: ...
-
-
 @dataclass(frozen=True)
 class GcPolicy:
     """Delete hash tags whose hash left git, `grace` seconds after their image was built."""

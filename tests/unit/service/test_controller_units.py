@@ -85,6 +85,7 @@ class FakeRunner:
         self.gate: threading.Event | None = None
         self.building = threading.Event()
         self.closed = False
+        self.engine_problem: str | None = None
 
     def run(
         self,
@@ -137,6 +138,9 @@ class FakeRunner:
             outcome = "built" if item.action == "build" else "copied"
             results.append(Result(item, outcome, digest, seconds=1.5))
         return results
+
+    def check_engine(self) -> str | None:
+        return self.engine_problem
 
     def close(self) -> None:
         self.closed = True
@@ -585,6 +589,25 @@ def test_the_repositorys_envship_yaml_names_environments_and_a_bad_one_is_said(r
 
 
 # -- life -------------------------------------------------------------------------------------
+
+
+def test_an_engine_that_cannot_build_is_said_at_start_and_on_status_until_it_answers(
+    rig: Rig, caplog: pytest.LogCaptureFixture
+):
+    caplog.set_level(logging.INFO, "envship")
+    rig.runner.engine_problem = "the Docker engine is not reachable (ConnectionError)"
+    controller = rig.started()
+    assert controller.status()["engine"] == {
+        "usable": False,
+        "error": "the Docker engine is not reachable (ConnectionError)",
+    }
+    said = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert "builds cannot run: the Docker engine is not reachable (ConnectionError)" in said
+    assert controller.ready()  # webhooks are still taken: builds fail and are retried
+    rig.runner.engine_problem = None
+    reconcile(controller)
+    assert controller.status()["engine"] == {"usable": True, "error": None}
+    assert "the build engine answers again" in caplog.text
 
 
 def test_a_secret_reference_that_cannot_be_read_is_named_on_status_and_readiness(
