@@ -93,7 +93,7 @@ def sync_options(
     )
 
 
-def _target(wiring: Wiring) -> Target:
+def target_of(wiring: Wiring) -> Target:
     if wiring.target is None:
         raise ValueError("a sync needs a target registry")
     return wiring.target
@@ -112,7 +112,7 @@ def sync(
     store = secret_store(wiring)
     options = sync_options(wiring, store, dry_run=dry_run, revision=revision)
     pool = RegistryPool(wiring.registry, store)
-    return Sync(_target(wiring), pool, options, reporter, builder_factory(wiring))
+    return Sync(target_of(wiring), pool, options, reporter, builder_factory(wiring))
 
 
 def resolver(wiring: Wiring) -> Resolver:
@@ -133,7 +133,7 @@ def runner(wiring: Wiring, store: SecretStore | None = None) -> SyncRunner:
     settings = wiring.registry
     options = sync_options(wiring, store)
     return SyncRunner(
-        _target(wiring), lambda: RegistryPool(settings, store), options, builder_factory(wiring)
+        target_of(wiring), lambda: RegistryPool(settings, store), options, builder_factory(wiring)
     )
 
 

@@ -10,7 +10,7 @@ from controller.adapters.gitsource import GitSettings, GitSource
 from controller.adapters.redact import redact
 from controller.adapters.registries import RegistrySettings
 from controller.adapters.secrets import SecretError, SecretRef, SecretStore
-from controller.compose import Wiring, runner, secret_store
+from controller.compose import Wiring, runner, secret_store, target_of
 from controller.core.discovery import DiscoveryOptions
 from controller.core.naming import validate_prefix
 from controller.http.app import WebhookSecrets
@@ -93,7 +93,7 @@ def from_config(
     wiring = wiring_of(config, settings.public_url)
     store = secret_store(wiring)
     source = GitSource(settings, store)
-    target = Target.parse(config.registry.url, config.specs.prefix)
+    target = target_of(wiring)
     discovery = DiscoveryOptions(
         root=config.specs.root,
         ignore=tuple(config.specs.ignore),

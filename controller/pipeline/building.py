@@ -17,17 +17,12 @@ from datetime import UTC, datetime
 from functools import partial
 
 from controller.adapters.builder import (
-    BuildError,
-    EngineError,
-    NeedsBuildKit,
-    PullError,
     PushError,
 )
 from controller.adapters.indexproxy import IndexProxy
 from controller.adapters.redact import redact
 from controller.adapters.registries import RegistryPool
-from controller.adapters.registry import OciRegistry, RegistryError
-from controller.adapters.secrets import SecretError
+from controller.adapters.registry import OciRegistry
 from controller.core.dockerfile import declared_args, run_mounts
 from controller.core.errors import EnvshipError, RetryLater
 from controller.core.model import base_references
@@ -40,9 +35,6 @@ from controller.pipeline.outcome import Reporter, Result, Step, failure
 
 INDEX_ARGS = frozenset({"PIP_EXTRA_INDEX_URL", "PIP_TRUSTED_HOST"})
 """The build arguments a Dockerfile declares to install from the private indexes."""
-FAILURES = (
-    BuildError, PullError, EngineError, PushError, RegistryError, SecretError, NeedsBuildKit,
-)  # fmt: skip
 
 
 class InternalError(RetryLater):
@@ -78,7 +70,7 @@ class HashLocks:
             return len(self._locks)
 
 
-BUILDING = HashLocks()
+BUILD_LOCKS = HashLocks()
 
 
 class Builds:
@@ -178,7 +170,7 @@ class Builds:
         repository = f"{self.host}/{env.repository}"
         tag = tag_for(item.hash)
         local = f"{repository}:{tag}"
-        with BUILDING.hold(item.hash):
+        with BUILD_LOCKS.hold(item.hash):
             builder = self.builder()
             existing = builder.image_labels(local)
             if existing is not None and existing.get(LABEL_HASH) == item.hash:
@@ -293,4 +285,4 @@ class Builds:
         return Result(item, "copied", digest, seconds=time.monotonic() - started)
 
 
-__all__ = ["BUILDING", "FAILURES", "INDEX_ARGS", "Builds", "HashLocks", "InternalError"]
+__all__ = ["BUILD_LOCKS", "INDEX_ARGS", "Builds", "HashLocks", "InternalError"]

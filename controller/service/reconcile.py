@@ -43,7 +43,7 @@ log = logging.getLogger("envship.controller")
 LOG_TAIL = 20
 Key = tuple[str, ...]
 """What an environment's status depends on in the source: equal keys, same files."""
-Result_ = Literal["unchanged", "success", "failed", "stale", "error"]
+ReconcileResult = Literal["unchanged", "success", "failed", "stale", "error"]
 
 
 class Source(Protocol):
@@ -82,7 +82,7 @@ class GcPolicy:
 class Outcome:
     """What one reconcile did (the HTTP trigger and the logs show it)."""
 
-    result: Result_
+    result: ReconcileResult
     revision: str | None = None
     error: str | None = None
     environments: int | None = None
