@@ -160,6 +160,8 @@ def _stream_lines(
 class DockerBuilder:
     """Thin, honest wrapper around the engine."""
 
+    buildkit = False
+
     def __init__(self, client: docker.DockerClient | None = None) -> None:
         import docker  # noqa: PLC0415 - see the imports above
         import docker.errors  # noqa: PLC0415
@@ -169,6 +171,9 @@ class DockerBuilder:
             self.api = self.client.api
         except docker.errors.DockerException as exc:
             raise EngineError(f"the Docker engine is not reachable: {exc}") from None
+
+    def close(self) -> None:
+        self.client.close()
 
     def ping(self) -> None:
         import docker.errors  # noqa: PLC0415 - see the imports above
@@ -232,13 +237,11 @@ class DockerBuilder:
         platform: str,
         log: Log,
         build_args: Mapping[str, str] | None = None,
-        host_network: bool = False,
         secrets: Mapping[str, str] | None = None,
     ) -> Built:
         """Build from the in-memory context; the image is tagged `tag` locally.
 
-        `build_args` must hold no secret (they are recorded in the image's history);
-        `host_network` lets RUN steps reach envship's loopback index forwarder. The classic
+        `build_args` must hold no secret (they are recorded in the image's history). The classic
         builder has no build secrets nor `RUN --mount`: a build that needs them is refused
         (`NeedsBuildKit`).
         """
@@ -263,7 +266,6 @@ class DockerBuilder:
                 pull=False,
                 decode=True,
                 buildargs=dict(build_args or {}),
-                network_mode="host" if host_network else None,
             )
             lines, error = _stream_lines(stream, log)
         if error:

@@ -233,7 +233,6 @@ def build_command(
     labels: Mapping[str, str],
     platform: str,
     build_args: Sequence[str] = (),
-    host_network: bool = False,
     secret_fds: Mapping[str, int] | None = None,
 ) -> list[str]:
     """The CLI's arguments for one build, the context on standard input. Build arguments are
@@ -244,10 +243,6 @@ def build_command(
         argv += ["--label", f"{key}={value}"]
     for name in sorted(build_args):
         argv += ["--build-arg", name]
-    if host_network:
-        argv += ["--network", "host"]
-        if cli.mode == "buildx":
-            argv += ["--allow", "network.host"]
     for secret_id, fd in sorted((secret_fds or {}).items()):
         if not SECRET_ID.match(secret_id):
             raise BuildError(f"build failed: {secret_id!r} is no valid build secret id")
@@ -338,6 +333,8 @@ class BuildKitBuilder(DockerBuilder):
     """The classic builder's pulls, pushes and inspections (docker-py); builds by BuildKit
     through the docker CLI (`docker_cli`: a path or name; None: chosen from PATH)."""
 
+    buildkit = True
+
     def __init__(
         self, docker_cli: str | None = None, client: docker.DockerClient | None = None
     ) -> None:
@@ -387,7 +384,6 @@ class BuildKitBuilder(DockerBuilder):
         platform: str,
         log: Log,
         build_args: Mapping[str, str] | None = None,
-        host_network: bool = False,
         secrets: Mapping[str, str] | None = None,
     ) -> Built:
         """Build with BuildKit from envship's context; every output line goes to `log` as it
@@ -411,7 +407,6 @@ class BuildKitBuilder(DockerBuilder):
                 labels=labels,
                 platform=platform,
                 build_args=tuple(args),
-                host_network=host_network,
                 secret_fds=fds,
             )
             code = self._run(argv, env, context, tuple(fds.values()), lines, log)

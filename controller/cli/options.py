@@ -251,7 +251,7 @@ class BuildArgs:
     moving_tags: tuple[str, ...]
     tag_version: bool
     private_indexes: tuple[str, ...]
-    builder: Literal["classic", "buildkit"] = "classic"
+    builder: Literal["classic", "buildkit"] = "buildkit"
     docker_cli: str | None = None
     build_secrets: tuple[str, ...] = ()
 
@@ -290,15 +290,16 @@ def build_options(f: Callable[..., Any]) -> Callable[..., Any]:
             "private_indexes",
             multiple=True,
             metavar="URL",
-            help="A private package index served to builds as PIP_EXTRA_INDEX_URL (repeatable).",
+            help="A private package index, given to builds as the build secret "
+            "envship-pip-conf (a pip configuration; repeatable; needs BuildKit).",
         ),
         click.option(
             "--builder",
             type=click.Choice(["classic", "buildkit"]),
-            default="classic",
+            default="buildkit",
             show_default=True,
-            help="classic: docker-py's classic builder; buildkit: BuildKit through the docker "
-            "CLI (RUN --mount, build secrets).",
+            help="buildkit: BuildKit through the docker CLI (cache and secret mounts, build "
+            "secrets, private indexes); classic: the engine's deprecated classic builder.",
         ),
         click.option(
             "--docker-cli",

@@ -42,8 +42,8 @@ class Wiring:
     tag_version: bool = False
     source: str | None = None
     """The git source shown in image labels."""
-    builder: Literal["classic", "buildkit"] = "classic"
-    """The classic builder (docker-py), or BuildKit through the docker CLI."""
+    builder: Literal["classic", "buildkit"] = "buildkit"
+    """BuildKit through the docker CLI, or the classic builder (docker-py)."""
     docker_cli: str | None = None
     """The docker CLI BuildKit builds run with; None: chosen from PATH."""
     build_secrets: Mapping[str, SecretRef] = field(default_factory=dict)

@@ -20,7 +20,7 @@ from typing import Any
 
 from controller.core.model import BuildSpec, ContextFile, PythonSetup
 
-SCHEME = "envship/1"
+SCHEME = "envship/2"
 """Bump when the hash input or the rendered Dockerfile changes shape."""
 
 

@@ -72,15 +72,50 @@ def conda_file_text(conda: CondaSpec, env_dir: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def conda_steps(env_dir: str) -> list[str]:
-    return [
-        f"COPY {CONDA_FILE} /{CONDA_FILE}",
-        f"RUN conda env create -p {env_dir} -f /{CONDA_FILE} \\",
-        ' && rm -rf "$HOME/.cache/pip" \\',
-        " && conda clean -aqy \\",
+CACHE_DIR = "/var/cache/envship"
+CONDA_PKGS = f"{CACHE_DIR}/conda-pkgs"
+PIP_CACHE = f"{CACHE_DIR}/pip"
+PIP_CONFIG_SECRET = "envship-pip-conf"  # noqa: S105 - the secret's id, not its value
+"""The build secret that holds a pip configuration file naming the private package indexes,
+credentials included (`--private-index`); a build that mounts it gets it, others never do."""
+PIP_CONFIG_TARGET = f"/run/secrets/{PIP_CONFIG_SECRET}"
+CACHE_MOUNTS = (
+    f"--mount=type=cache,id=envship-conda-pkgs,target={CONDA_PKGS},sharing=locked",
+    f"--mount=type=cache,id=envship-pip,target={PIP_CACHE}",
+    f"--mount=type=secret,id={PIP_CONFIG_SECRET},target={PIP_CONFIG_TARGET}",
+)
+"""BuildKit mounts of the conda step: conda's package cache and pip's cache outlive the build
+in the engine (never in a layer), and pip reads the private indexes from a build secret when
+one is given (a secret that is not given is not mounted)."""
+
+
+def conda_steps(env_dir: str, *, buildkit: bool = True) -> list[str]:
+    """Create the conda environment as Azure ML does. With BuildKit the caches are mounts, so
+    a rebuild downloads only what changed; the classic builder runs the same commands with its
+    caches removed in the same layer."""
+    tail = [
         ' && CONDA_ROOT_DIR="$(conda info --root)" \\',
         ' && rm -rf "$CONDA_ROOT_DIR/pkgs" \\',
         ' && find "$CONDA_ROOT_DIR" -type d -name __pycache__ -exec rm -rf {} +',
+    ]
+    if buildkit:
+        run = [
+            "RUN " + " \\\n    ".join(CACHE_MOUNTS) + " \\",
+            f"    export CONDA_PKGS_DIRS={CONDA_PKGS} PIP_CACHE_DIR={PIP_CACHE} \\",
+            f" && if [ -f {PIP_CONFIG_TARGET} ]; then "
+            f"export PIP_CONFIG_FILE={PIP_CONFIG_TARGET}; fi \\",
+            f" && conda env create -p {env_dir} -f /{CONDA_FILE} \\",
+        ]
+    else:
+        run = [
+            f"RUN conda env create -p {env_dir} -f /{CONDA_FILE} \\",
+            ' && rm -rf "$HOME/.cache/pip" \\',
+            " && conda clean -aqy \\",
+        ]
+    return [
+        f"COPY {CONDA_FILE} /{CONDA_FILE}",
+        *run,
+        *tail,
         f"ENV PATH={env_dir}/bin:$PATH",
         f"ENV AZUREML_CONDA_ENVIRONMENT_PATH={env_dir}",
         f"ENV LD_LIBRARY_PATH={env_dir}/lib:$LD_LIBRARY_PATH",
@@ -131,8 +166,12 @@ def render(
     source: str | None = None,
     revision: str | None = None,
     extra_labels: Mapping[str, str] | None = None,
+    buildkit: bool = True,
 ) -> Rendered:
-    """The Dockerfile and context for `build`; `source`/`revision` become OCI labels."""
+    """The Dockerfile and context for `build`; `source`/`revision` become OCI labels.
+
+    `buildkit=False` renders for the classic builder: the same steps without BuildKit's cache
+    and secret mounts (same hash: the image holds the same environment)."""
     files = {f.path: f for f in build.context}
     if build.dockerfile_path is not None:
         original = pin(
@@ -156,7 +195,7 @@ def render(
         if ignore is not None and ignore.link_target is None:
             data = ignore.data.rstrip(b"\n") + f"\n!{CONDA_FILE}\n".encode()
             files[".dockerignore"] = ContextFile(".dockerignore", data, ignore.executable)
-        lines.extend(conda_steps(env_dir))
+        lines.extend(conda_steps(env_dir, buildkit=buildkit))
     lines.extend(instruction("ENV", build.environment))
     labels = labels_for(build, content_hash, source=source, revision=revision)
     labels.update(extra_labels or {})

@@ -14,27 +14,21 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-from functools import partial
 
-from controller.adapters.builder import (
-    PushError,
-)
-from controller.adapters.indexproxy import IndexProxy
+from controller.adapters.builder import CHOOSE_BUILDKIT, NeedsBuildKit, PushError
 from controller.adapters.redact import redact
 from controller.adapters.registries import RegistryPool
 from controller.adapters.registry import OciRegistry
-from controller.core.dockerfile import declared_args, run_mounts
+from controller.core.dockerfile import run_mounts
 from controller.core.errors import EnvshipError, RetryLater
 from controller.core.model import base_references
 from controller.core.naming import split_reference, tag_for
+from controller.core.pipconfig import pip_config
 from controller.core.plan import PlanItem
-from controller.core.render import LABEL_HASH, render
+from controller.core.render import LABEL_HASH, PIP_CONFIG_SECRET, render
 from controller.pipeline.engine import Builder, BuilderFactory
 from controller.pipeline.options import SyncOptions
 from controller.pipeline.outcome import Reporter, Result, Step, failure
-
-INDEX_ARGS = frozenset({"PIP_EXTRA_INDEX_URL", "PIP_TRUSTED_HOST"})
-"""The build arguments a Dockerfile declares to install from the private indexes."""
 
 
 class InternalError(RetryLater):
@@ -92,7 +86,6 @@ class Builds:
         self._builder_factory = builder_factory
         self._builder: Builder | None = None
         self._lock = threading.Lock()
-        self._proxy: IndexProxy | None = None
 
     def run(self, items: Sequence[PlanItem], results: dict[int, Result]) -> None:
         """Every `build` and `copy` item done, its result in `results` (by `id(item)`); a copy
@@ -126,9 +119,10 @@ class Builds:
                 future.result()
 
     def close(self) -> None:
-        if self._proxy is not None:
-            self._proxy.stop()
-            self._proxy = None
+        with self._lock:
+            if self._builder is not None:
+                self._builder.close()
+                self._builder = None
 
     def builder(self) -> Builder:
         with self._lock:
@@ -179,25 +173,24 @@ class Builds:
                 pins = dict(build.base_digests)
                 bases = [(ref, pins.get(ref)) for ref in base_references(build)]
                 self._pull_bases(builder, bases, emit)
+                self._refuse_private_indexes_without_buildkit(builder, item)
                 rendered = render(
-                    build, item.hash, source=self.options.source, revision=self.options.revision
+                    build,
+                    item.hash,
+                    source=self.options.source,
+                    revision=self.options.revision,
+                    buildkit=builder.buildkit,
                 )
                 created = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
                 emit(f"building {local}", Step.BUILD)
-                build_args, end_grant = self.index_grant(rendered.dockerfile)
-                try:
-                    builder.build(
-                        rendered,
-                        tag=local,
-                        labels={"org.opencontainers.image.created": created},
-                        platform=build.platform,
-                        log=emit,
-                        build_args=build_args,
-                        host_network=bool(build_args),
-                        secrets=self.build_secrets(rendered.dockerfile),
-                    )
-                finally:
-                    end_grant()
+                builder.build(
+                    rendered,
+                    tag=local,
+                    labels={"org.opencontainers.image.created": created},
+                    platform=build.platform,
+                    log=emit,
+                    secrets=self.build_secrets(rendered.dockerfile),
+                )
             emit(f"pushing {local}", Step.PUSH)
             digest = builder.push(repository, tag, self.registry.authenticator.docker_auth(), emit)
             stored = self.registry.digest(env.repository, tag, refresh=True)
@@ -229,40 +222,31 @@ class Builds:
             auth = self.pool.get(host or "docker.io").authenticator.docker_auth()
             builder.pull(wanted, auth, lambda line: emit(line, None))
 
+    def _refuse_private_indexes_without_buildkit(self, builder: Builder, item: PlanItem) -> None:
+        """The classic builder has no build secrets, so a managed pip install could not see the
+        private indexes: say so, rather than let pip fail to find a package."""
+        build = item.env.build
+        conda = build.python.conda if build is not None else None
+        if self.options.private_indexes and not builder.buildkit and conda and conda.pip:
+            raise NeedsBuildKit(
+                "private package indexes reach builds only as a BuildKit build secret, and the "
+                f"classic builder has none; {CHOOSE_BUILDKIT}"
+            )
+
     def build_secrets(self, dockerfile: str) -> dict[str, str] | None:
-        """The configured build secrets the Dockerfile mounts (`RUN --mount=type=secret,id=ID`),
-        read now; the others stay out of this build."""
+        """The build secrets the Dockerfile mounts (`RUN --mount=type=secret,id=ID`), read now:
+        configured ones, and `envship-pip-conf` (the private indexes with their credentials)
+        when private indexes are configured; the others stay out of this build."""
         wanted = {m.secret_id for m in run_mounts(dockerfile) if m.secret_id}
         refs = {i: ref for i, ref in self.options.build_secrets.items() if i in wanted}
-        if not refs:
-            return None
         store = self.pool.secrets
-        return {secret_id: store.get(ref) for secret_id, ref in refs.items()}
-
-    def index_grant(self, dockerfile: str) -> tuple[dict[str, str], Callable[[], None]]:
-        """Build arguments that point pip at the private indexes through the forwarder, for a
-        build whose Dockerfile declares them, and what ends the grant when the build is over.
-
-        They hold loopback URLs and a token good for this build only; the credentials stay in
-        this process. A build that declares none gets no arguments (and no host network)."""
-        wanted = INDEX_ARGS & declared_args(dockerfile)
-        if not self.options.private_indexes or not wanted:
-            return {}, lambda: None
-        with self._lock:
-            if self._proxy is None:
-                store = self.pool.secrets
-                refs = self.options.index_credentials
-                self._proxy = IndexProxy(
-                    {host: partial(r.read, store) for host, r in refs.items()},
-                    indexes=self.options.private_indexes,
-                    forget={host: partial(r.forget, store) for host, r in refs.items()},
-                    ca_file=self.pool.settings.ca_file,
-                ).start()
-            proxy = self._proxy
-        token = proxy.grant()
-        routed = [proxy.route(url, token) for url in self.options.private_indexes]
-        args = {"PIP_EXTRA_INDEX_URL": " ".join(routed), "PIP_TRUSTED_HOST": "127.0.0.1"}
-        return {k: v for k, v in args.items() if k in wanted}, partial(proxy.revoke, token)
+        secrets = {secret_id: store.get(ref) for secret_id, ref in refs.items()}
+        if PIP_CONFIG_SECRET in wanted and self.options.private_indexes:
+            credentials = {
+                host: refs.read(store) for host, refs in self.options.index_credentials.items()
+            }
+            secrets[PIP_CONFIG_SECRET] = pip_config(self.options.private_indexes, credentials)
+        return secrets or None
 
     # -- copy --------------------------------------------------------------------------------
 
@@ -285,4 +269,4 @@ class Builds:
         return Result(item, "copied", digest, seconds=time.monotonic() - started)
 
 
-__all__ = ["BUILD_LOCKS", "INDEX_ARGS", "Builds", "HashLocks", "InternalError"]
+__all__ = ["BUILD_LOCKS", "Builds", "HashLocks", "InternalError"]

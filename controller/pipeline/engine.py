@@ -19,8 +19,15 @@ class Builder(Protocol):
     retry later), `BuildError` (the build failed for the spec's reasons), `PullError`,
     `PushError`, or a `Misconfigured` error for what this engine cannot do at all."""
 
+    buildkit: bool
+    """Whether builds run through BuildKit (cache and secret mounts): the renderer emits them
+    only then."""
+
     def ping(self) -> None:
         """Check, once before the first build, that the engine answers and can build."""
+
+    def close(self) -> None:
+        """Let go of the engine's connections."""
 
     def has_image(self, reference: str) -> bool: ...
 
@@ -38,7 +45,6 @@ class Builder(Protocol):
         platform: str,
         log: Log,
         build_args: Mapping[str, str] | None = None,
-        host_network: bool = False,
         secrets: Mapping[str, str] | None = None,
     ) -> Built:
         """Build from envship's deterministic context; the image is tagged `tag` in the engine.

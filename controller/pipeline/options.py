@@ -52,7 +52,7 @@ class SyncOptions:
     source: str | None = None
     revision: str | None = None
     private_indexes: tuple[str, ...] = ()
-    """Package index URLs served to builds through the loopback forwarder (`PIP_*` args)."""
+    """Package index URLs given to builds that mount the `envship-pip-conf` build secret."""
     index_credentials: Mapping[str, CredentialRefs] = field(default_factory=dict)
     """Index host -> username and password references."""
     package_index: PackageIndex | None = None

@@ -147,9 +147,10 @@ class Builds(Model):
         description="where {{latest-pypi-version}} is looked up (credentials: indexAuth)",
     )
     builder: Literal["classic", "buildkit"] = Field(
-        default="classic",
-        description="classic: docker-py's classic builder; buildkit: BuildKit through the "
-        "docker CLI (buildx, or a CLI with BuildKit built in), for RUN --mount and secrets",
+        default="buildkit",
+        description="buildkit: BuildKit through the docker CLI (buildx, or a CLI with "
+        "BuildKit built in): cache and secret mounts, build secrets, private indexes; "
+        "classic: the engine's deprecated classic builder",
     )
     docker_cli: str | None = Field(
         default=None,

@@ -4,18 +4,16 @@ and nothing else, failures with envship's policies, and no usable CLI."""
 
 from __future__ import annotations
 
-import gzip
 import hashlib
-import io
 import secrets
 import stat
-import tarfile
 from pathlib import Path
 
 import docker
 
 from tests.support.canaries import canary
 from tests.support.envship import Envship, Run
+from tests.support.images import files_of, image_parts
 from tests.support.infra import Registry
 
 MOUNTS = """\
@@ -35,45 +33,6 @@ def write(folder: Path, files: dict[str, str]) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
     return folder
-
-
-def image_parts(registry: Registry, repository: str, tag: str) -> dict[str, bytes]:
-    """Everything the registry holds of an image: its manifest, its config (history, labels,
-    environment) and each layer, compressed and as a tar."""
-    session = registry.session()
-    accept = (
-        "application/vnd.docker.distribution.manifest.v2+json, "
-        "application/vnd.oci.image.manifest.v1+json"
-    )
-    response = session.get(
-        f"{registry.url}/v2/{repository}/manifests/{tag}", headers={"Accept": accept}, timeout=10
-    )
-    response.raise_for_status()
-    manifest = response.json()
-    parts = {"manifest": response.content}
-    for index, blob in enumerate([manifest["config"], *manifest["layers"]]):
-        data = session.get(f"{registry.url}/v2/{repository}/blobs/{blob['digest']}", timeout=30)
-        data.raise_for_status()
-        name = "config" if index == 0 else f"layer {index}"
-        parts[name] = data.content
-        if index and data.content[:2] == b"\x1f\x8b":
-            parts[f"{name} (tar)"] = gzip.decompress(data.content)
-    return parts
-
-
-def files_of(parts: dict[str, bytes]) -> dict[str, bytes]:
-    """The regular files the image's layers hold, by path (the last layer wins)."""
-    found: dict[str, bytes] = {}
-    for name, data in parts.items():
-        if not name.startswith("layer") or name.endswith("(tar)"):
-            continue
-        raw = parts.get(f"{name} (tar)", data)
-        with tarfile.open(fileobj=io.BytesIO(raw)) as archive:
-            for member in archive.getmembers():
-                extracted = archive.extractfile(member) if member.isfile() else None
-                if extracted is not None:
-                    found[member.name] = extracted.read()
-    return found
 
 
 def secret_sync(
@@ -122,7 +81,9 @@ def test_the_classic_builder_refuses_mounts_with_envship_s_own_message(
 ):
     base = f"{public_bases.host}/base/busybox:1"
     specs = write(tmp_path / "specs", {"mounts/Dockerfile": MOUNTS.format(base=base, run="c")})
-    run, _output = secret_sync(envship, specs, "bk2", canary("build-secret"))
+    run, _output = secret_sync(
+        envship, specs, "bk2", canary("build-secret"), "--builder", "classic"
+    )
     assert run.result.returncode == 1
     item = run.items["mounts"]
     assert item["action"] == "failed"

@@ -103,10 +103,11 @@ class Certs:
         return str(self.folder / "server.key")
 
 
-def make_certs(folder: Path) -> Certs:
+def make_certs(folder: Path, *hosts: str, ca: trustme.CA | None = None) -> Certs:
+    """A server certificate for loopback (and `hosts`), signed by `ca` or a new CA."""
     folder.mkdir(parents=True, exist_ok=True)
-    ca = trustme.CA()
-    server = ca.issue_cert("127.0.0.1", "localhost")
+    ca = ca or trustme.CA()
+    server = ca.issue_cert("127.0.0.1", "localhost", *hosts)
     ca.cert_pem.write_to_path(str(folder / "ca.pem"))
     server.private_key_pem.write_to_path(str(folder / "server.key"))
     server.cert_chain_pems[0].write_to_path(str(folder / "server.pem"))

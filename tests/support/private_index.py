@@ -54,11 +54,15 @@ class PrivateIndex:
     yanked: set[str] = field(default_factory=set)
     """File names marked yanked (PEP 592) on the project pages."""
     requests: Counter[str] = field(default_factory=Counter)
+    files_served: Counter[str] = field(default_factory=Counter)
+    """File name -> how many times its bytes were sent."""
+    address: str = "127.0.0.1"
+    """Where it listens: a build container reaches the engine's bridge gateway, not loopback."""
     _server: BackgroundServer | None = field(default=None, init=False, repr=False)
 
     @property
     def host(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"{self.address}:{self.port}"
 
     @property
     def url(self) -> str:
@@ -101,7 +105,13 @@ class PrivateIndex:
             for files in self.wheels.values():
                 for filename, data in files:
                     if path == f"files/{filename}":
-                        return web.Response(body=data, content_type="application/octet-stream")
+                        self.files_served[filename] += 1
+                        # files never change: cacheable, as PyPI and the hosted indexes say
+                        return web.Response(
+                            body=data,
+                            content_type="application/octet-stream",
+                            headers={"Cache-Control": "max-age=31536000, immutable"},
+                        )
         return web.Response(status=404)
 
     async def _app(self) -> web.Application:
@@ -110,7 +120,7 @@ class PrivateIndex:
         return app
 
     def start(self) -> PrivateIndex:
-        self._server = BackgroundServer(self.certs, self.port, "private-index")
+        self._server = BackgroundServer(self.certs, self.port, "private-index", self.address)
         self._server.start(self._app)
         return self
 

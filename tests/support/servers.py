@@ -24,10 +24,11 @@ T = TypeVar("T")
 
 
 class BackgroundServer:
-    def __init__(self, certs: Certs, port: int, name: str) -> None:
+    def __init__(self, certs: Certs, port: int, name: str, address: str = "127.0.0.1") -> None:
         self.certs = certs
         self.port = port
         self.name = name
+        self.address = address
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._runner: web.AppRunner | None = None
@@ -54,7 +55,7 @@ class BackgroundServer:
             context.load_cert_chain(self.certs.cert_file, self.certs.key_file)
             self._runner = web.AppRunner(await build(), access_log=None)
             await self._runner.setup()
-            await web.TCPSite(self._runner, "127.0.0.1", self.port, ssl_context=context).start()
+            await web.TCPSite(self._runner, self.address, self.port, ssl_context=context).start()
 
         self.call(serve())
 

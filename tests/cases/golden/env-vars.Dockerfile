@@ -1,11 +1,11 @@
-# rendered by envship (envship/1)
+# rendered by envship (envship/2)
 FROM python:3.11-slim
 ENV GREETING="literal \$HOME stays literal" \
     MLFLOW_TRACKING_URI="azureml://eastus.api.azureml.ms/mlflow/v1.0" \
     OMP_NUM_THREADS="4"
-LABEL "io.envship.hash"="sha256:9e2fbd6e199e21fe50a08e6841894b46abf93696b751f9faef1853a216817a02" \
-    "io.envship.inputs"="{\"base\":{\"image\":\"python:3.11-slim\"},\"context\":[],\"environment\":{\"GREETING\":\"literal \$HOME stays literal\",\"MLFLOW_TRACKING_URI\":\"azureml://eastus.api.azureml.ms/mlflow/v1.0\",\"OMP_NUM_THREADS\":\"4\"},\"platform\":\"linux/amd64\",\"python\":{\"interpreter\":\"python3\",\"mode\":\"user\"},\"scheme\":\"envship/1\"}" \
+LABEL "io.envship.hash"="sha256:fad3918788dafafe3b6e7c1144de96971782ca18668fecb09e8e0f0e5bd35cfa" \
+    "io.envship.inputs"="{\"base\":{\"image\":\"python:3.11-slim\"},\"context\":[],\"environment\":{\"GREETING\":\"literal \$HOME stays literal\",\"MLFLOW_TRACKING_URI\":\"azureml://eastus.api.azureml.ms/mlflow/v1.0\",\"OMP_NUM_THREADS\":\"4\"},\"platform\":\"linux/amd64\",\"python\":{\"interpreter\":\"python3\",\"mode\":\"user\"},\"scheme\":\"envship/2\"}" \
     "io.envship.python.interpreter"="python3" \
-    "io.envship.scheme"="envship/1" \
+    "io.envship.scheme"="envship/2" \
     "org.opencontainers.image.revision"="abc" \
     "org.opencontainers.image.source"="https://example.org/repo"

@@ -164,16 +164,14 @@ def test_buildx_arguments():
         tag="reg.example/p/env:abc",
         labels={"b": "2", "a": "1"},
         platform="linux/amd64",
-        build_args=("PIP_EXTRA_INDEX_URL",),
-        host_network=True,
+        build_args=("VERSION",),
         secret_fds={"token": 7},
     )
     assert argv == [
         "/opt/a/docker", "buildx", "build", "--load", "--progress=plain",
         "-f", "sub/Dockerfile", "--tag", "reg.example/p/env:abc", "--platform", "linux/amd64",
         "--label", "a=1", "--label", "b=2",
-        "--build-arg", "PIP_EXTRA_INDEX_URL",
-        "--network", "host", "--allow", "network.host",
+        "--build-arg", "VERSION",
         "--secret", "id=token,src=/dev/fd/7",
         "-",
     ]  # fmt: skip

@@ -112,9 +112,11 @@ def test_http_address_and_limits(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 
 def test_the_builder_and_its_secrets(tmp_path: Path):
     default = wiring_of(load(write(tmp_path, MINIMAL)))
-    assert default.builder == "classic"
+    assert default.builder == "buildkit"
     assert default.build_secrets == {}
-    assert builder_factory(default).__name__ == "DockerBuilder"  # type: ignore[attr-defined]
+    assert builder_factory(default).func is BuildKitBuilder  # type: ignore[attr-defined]
+    classic = wiring_of(load(write(tmp_path, MINIMAL + "builds:\n  builder: classic\n")))
+    assert builder_factory(classic).__name__ == "DockerBuilder"  # type: ignore[attr-defined]
 
     chosen = MINIMAL + (
         "builds:\n  builder: buildkit\n  dockerCli: /opt/docker/bin/docker\n"
