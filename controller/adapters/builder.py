@@ -14,7 +14,7 @@ import io
 import json
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from controller.core.dockerfile import run_mounts
 from controller.core.errors import FixSpec, Misconfigured, RetryLater
@@ -114,6 +114,9 @@ def _info(name: str, kind: bytes, mode: int) -> tarfile.TarInfo:
 class Built:
     image_id: str
     log: str
+    cache: Literal["inline", "registry"] | None = None
+    """How the build exported its cache: in the image (inline: the image must become the cache
+    tag) or to the cache tag itself (registry); None: not at all."""
 
 
 @contextlib.contextmanager
@@ -238,8 +241,13 @@ class DockerBuilder:
         log: Log,
         build_args: Mapping[str, str] | None = None,
         secrets: Mapping[str, str] | None = None,
+        cache_ref: str | None = None,
+        registry_auth: Mapping[str, Mapping[str, str]] | None = None,
     ) -> Built:
         """Build from the in-memory context; the image is tagged `tag` locally.
+
+        The classic builder imports and exports no registry cache (`cache_ref` is unused) and
+        needs no registry credentials: envship pulls the bases before.
 
         `build_args` must hold no secret (they are recorded in the image's history). The classic
         builder has no build secrets nor `RUN --mount`: a build that needs them is refused

@@ -40,12 +40,15 @@ from controller.adapters.builder import (
     PullError,
     context_tar,
 )
+from controller.core.errors import Misconfigured
 from controller.core.render import Rendered
 
 if TYPE_CHECKING:
     import docker
 
 Mode = Literal["buildx", "builtin"]
+CacheChoice = Literal["auto", "registry", "inline", "off"]
+Exported = Literal["inline", "registry"]
 BUILTIN_FROM = (18, 9)
 BUILTIN_UNTIL = (23, 0)
 """Docker CLI versions with BuildKit built in (`DOCKER_BUILDKIT=1 docker build`)."""
@@ -79,10 +82,20 @@ class Cli:
     path: str
     version: str
     mode: Mode
+    driver: str | None = None
+    """buildx's driver for the current builder (docker, docker-container, kubernetes, remote);
+    None without buildx (the engine's own BuildKit)."""
 
     def __str__(self) -> str:
-        how = "buildx" if self.mode == "buildx" else "BuildKit built in"
+        how = (
+            f"buildx, driver {self.driver or '?'}" if self.mode == "buildx" else "BuildKit built in"
+        )
         return f"{self.path} ({self.version}, {how})"
+
+    @property
+    def exports_registry_cache(self) -> bool:
+        """The docker driver (the engine's own BuildKit) exports inline cache only."""
+        return self.mode == "buildx" and self.driver not in (None, "docker")
 
 
 Run = Callable[[Sequence[str], Mapping[str, str]], tuple[int, str, str]]
@@ -133,6 +146,7 @@ class Probe:
     buildx: bool
     server_api: str | None = None
     engine: str = ""
+    driver: str | None = None
 
     def mode(self) -> Mode | None:
         if self.buildx:
@@ -165,7 +179,20 @@ def probe(path: str, env: Mapping[str, str], run: Run = run_quietly) -> Probe:
     api = str(server.get("ApiVersion") or "") if server else None
     engine = "" if api else _first_line(err) or f"exit code {code}"
     buildx, _, _ = run([path, "buildx", "version"], env)
-    return Probe(path, version, buildx=buildx == 0, server_api=api or None, engine=engine)
+    driver = None
+    if buildx == 0:
+        _code, inspected, _err = run([path, "buildx", "inspect"], env)
+        driver = next(
+            (
+                line.split(":", 1)[1].strip()
+                for line in inspected.splitlines()
+                if line.strip().startswith("Driver:")
+            ),
+            None,
+        )
+    return Probe(
+        path, version, buildx=buildx == 0, server_api=api or None, engine=engine, driver=driver
+    )
 
 
 def choose(probes: Sequence[Probe]) -> Cli | None:
@@ -173,7 +200,7 @@ def choose(probes: Sequence[Probe]) -> Cli | None:
     for wanted in ("buildx", "builtin"):
         for found in probes:
             if found.mode() == wanted and found.version is not None:
-                return Cli(found.path, found.version, wanted)
+                return Cli(found.path, found.version, wanted, found.driver)
     return None
 
 
@@ -234,6 +261,8 @@ def build_command(
     platform: str,
     build_args: Sequence[str] = (),
     secret_fds: Mapping[str, int] | None = None,
+    cache_from: Sequence[str] = (),
+    cache_to: Sequence[str] = (),
 ) -> list[str]:
     """The CLI's arguments for one build, the context on standard input. Build arguments are
     named only (`--build-arg NAME`: the CLI takes the value from its environment)."""
@@ -247,8 +276,116 @@ def build_command(
         if not SECRET_ID.match(secret_id):
             raise BuildError(f"build failed: {secret_id!r} is no valid build secret id")
         argv += ["--secret", f"id={secret_id},src=/dev/fd/{fd}"]
+    for source in cache_from:
+        argv += ["--cache-from", source]
+    for destination in cache_to:
+        argv += ["--cache-to", destination]
     argv.append("-")
     return argv
+
+
+class CacheUnsupported(Misconfigured):
+    """The cache mode asked for cannot be done by this CLI and builder: the operator must act."""
+
+
+def cache_kind(cli: Cli, choice: CacheChoice) -> Exported | None:
+    """How builds keep their cache in the registry with this CLI: `auto` is the registry cache
+    where buildx's driver exports it, else inline cache (in the image's config)."""
+    if choice == "off":
+        return None
+    if choice == "registry" and not cli.exports_registry_cache:
+        raise CacheUnsupported(
+            f"builds.cache registry needs buildx with a driver that exports cache "
+            f"(docker-container, kubernetes or remote), and {cli} has none; use inline or auto"
+        )
+    if choice == "auto":
+        return "registry" if cli.exports_registry_cache else "inline"
+    return choice
+
+
+def cache_arguments(
+    cli: Cli, kind: Exported, ref: str
+) -> tuple[list[str], list[str], dict[str, str]]:
+    """`--cache-from` and `--cache-to` values, and build arguments, that import the cache
+    from `ref` and export it (inline: into the image, which envship then tags `ref`)."""
+    if cli.mode == "builtin":
+        # the engine's BuildKit: `--cache-from IMAGE`, inline export by a build argument
+        return [ref], [], {"BUILDKIT_INLINE_CACHE": "1"}
+    source = [f"type=registry,ref={ref}"]
+    if kind == "registry":
+        return source, [f"type=registry,ref={ref},mode=max"], {}
+    return source, ["type=inline"], {}
+
+
+MEMORY_FILESYSTEMS = frozenset({"tmpfs", "ramfs"})
+
+
+def memory_folder(env: Mapping[str, str], mounts: str | None = None) -> str | None:
+    """A writable folder held in memory (XDG_RUNTIME_DIR, else /dev/shm), for the docker CLI's
+    registry credentials: never on disk. None when there is none."""
+    if mounts is None:
+        try:
+            with open("/proc/self/mounts", encoding="utf-8") as handle:
+                mounts = handle.read()
+        except OSError:
+            return None
+    points = {}
+    for line in mounts.splitlines():
+        fields = line.split()
+        if len(fields) >= 3:
+            points[fields[1].replace("\\040", " ")] = fields[2]
+    # a private folder is made inside (mkdtemp, 0700): a shared tmpfs is fine
+    for folder in (env.get("XDG_RUNTIME_DIR", ""), "/dev/shm"):  # noqa: S108
+        if not folder or not os.path.isdir(folder) or not os.access(folder, os.W_OK | os.X_OK):
+            continue
+        real = os.path.realpath(folder)
+        holder = max(
+            (p for p in points if real == p or real.startswith(p.rstrip("/") + "/")),
+            key=len,
+            default=None,
+        )
+        if holder is not None and points[holder] in MEMORY_FILESYSTEMS:
+            return real
+    return None
+
+
+@contextlib.contextmanager
+def docker_config(
+    auths: Mapping[str, Mapping[str, str]], env: Mapping[str, str], folder: str
+) -> Iterator[dict[str, str]]:
+    """A docker CLI configuration holding only `auths` (host -> username, password), in a
+    private folder under `folder` (in memory), removed on exit: the environment to run the CLI
+    with. The user's buildx state and CLI plugins stay where they are."""
+    import base64  # noqa: PLC0415 - only builds that need registry credentials
+    import shutil  # noqa: PLC0415
+    import tempfile  # noqa: PLC0415
+
+    original = env.get("DOCKER_CONFIG") or os.path.join(env.get("HOME", "/"), ".docker")
+    private = tempfile.mkdtemp(prefix="envship-docker-", dir=folder)
+    try:
+        entries = {
+            host: {
+                "auth": base64.b64encode(
+                    f"{auth.get('username', '')}:{auth.get('password', '')}".encode()
+                ).decode()
+            }
+            for host, auth in auths.items()
+        }
+        fd = os.open(
+            os.path.join(private, "config.json"), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600
+        )
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump({"auths": entries}, handle)
+        plugins = os.path.join(original, "cli-plugins")
+        if os.path.isdir(plugins):
+            os.symlink(plugins, os.path.join(private, "cli-plugins"))
+        changed = {"DOCKER_CONFIG": private}
+        changed.setdefault(
+            "BUILDX_CONFIG", env.get("BUILDX_CONFIG") or os.path.join(original, "buildx")
+        )
+        yield changed
+    finally:
+        shutil.rmtree(private, ignore_errors=True)
 
 
 @contextlib.contextmanager
@@ -336,12 +473,18 @@ class BuildKitBuilder(DockerBuilder):
     buildkit = True
 
     def __init__(
-        self, docker_cli: str | None = None, client: docker.DockerClient | None = None
+        self,
+        docker_cli: str | None = None,
+        client: docker.DockerClient | None = None,
+        *,
+        cache: CacheChoice = "auto",
     ) -> None:
         super().__init__(client)
         self.docker_cli = docker_cli
+        self.cache = cache
         self._cli: Cli | None = None
         self._lock = threading.Lock()
+        self._said: set[str] = set()
 
     def environment(self) -> dict[str, str]:
         from docker.constants import DEFAULT_UNIX_SOCKET  # noqa: PLC0415 - see builder.py
@@ -373,6 +516,7 @@ class BuildKitBuilder(DockerBuilder):
                 raise EngineError(
                     f"the docker CLI {cli.path} does not reach the Docker engine: {seen.engine}"
                 )
+            cache_kind(cli, self.cache)
             self._cli = cli
 
     def build(
@@ -385,21 +529,45 @@ class BuildKitBuilder(DockerBuilder):
         log: Log,
         build_args: Mapping[str, str] | None = None,
         secrets: Mapping[str, str] | None = None,
+        cache_ref: str | None = None,
+        registry_auth: Mapping[str, Mapping[str, str]] | None = None,
     ) -> Built:
         """Build with BuildKit from envship's context; every output line goes to `log` as it
-        comes. Failures: see `failure_of`."""
+        comes. The cache is imported from and exported to `cache_ref` (see `cache_kind`);
+        the CLI gets `registry_auth` in a configuration of its own, in memory. Failures: see
+        `failure_of`."""
         cli = self.cli()
         env = self.environment()
         args = dict(build_args or {})
         clash = sorted(set(args) & set(env))
         if clash:
             raise BuildError(f"build failed: build arguments {', '.join(clash)} are reserved")
+        kind = cache_kind(cli, self.cache) if cache_ref else None
+        cache_from: list[str] = []
+        cache_to: list[str] = []
+        auths = {h: a for h, a in (registry_auth or {}).items() if a}
+        folder = memory_folder(env) if auths else None
+        if auths and folder is None:
+            self._say_once(
+                log,
+                "no-memory-folder",
+                "the docker CLI gets no registry credentials (there is no memory-backed folder "
+                "for them: XDG_RUNTIME_DIR or /dev/shm), so this build imports no cache from "
+                "the registry",
+            )
+            kind, auths = None, {}
+        if kind is not None and cache_ref is not None:
+            cache_from, cache_to, cache_args = cache_arguments(cli, kind, cache_ref)
+            args |= cache_args
         env |= args
         if cli.mode == "builtin":
             env["DOCKER_BUILDKIT"] = "1"
         context = context_tar(rendered)
         lines: list[str] = []
-        with secret_descriptors(secrets) as fds:
+        with contextlib.ExitStack() as stack:
+            if auths and folder is not None:
+                env |= stack.enter_context(docker_config(auths, env, folder))
+            fds = stack.enter_context(secret_descriptors(secrets))
             argv = build_command(
                 cli,
                 dockerfile_path=rendered.dockerfile_path,
@@ -408,6 +576,8 @@ class BuildKitBuilder(DockerBuilder):
                 platform=platform,
                 build_args=tuple(args),
                 secret_fds=fds,
+                cache_from=cache_from,
+                cache_to=cache_to,
             )
             code = self._run(argv, env, context, tuple(fds.values()), lines, log)
         if code != 0:
@@ -415,7 +585,14 @@ class BuildKitBuilder(DockerBuilder):
         data = self._inspect(tag)
         if data is None:
             raise EngineError(f"the built image {tag} is missing from the engine")
-        return Built(str(data["Id"]), "\n".join(lines))
+        return Built(str(data["Id"]), "\n".join(lines), kind)
+
+    def _say_once(self, log: Log, key: str, text: str) -> None:
+        with self._lock:
+            if key in self._said:
+                return
+            self._said.add(key)
+        log(text)
 
     @staticmethod
     def _run(
@@ -465,14 +642,19 @@ class BuildKitBuilder(DockerBuilder):
 
 __all__ = [
     "BuildKitBuilder",
+    "CacheUnsupported",
     "Cli",
     "Probe",
     "build_command",
+    "cache_arguments",
+    "cache_kind",
     "candidates",
     "child_environment",
     "choose",
+    "docker_config",
     "failure_of",
     "find_cli",
+    "memory_folder",
     "probe",
     "reason_of",
     "secret_descriptors",

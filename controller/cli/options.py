@@ -29,7 +29,7 @@ from controller.core.discovery import (
 )
 from controller.core.naming import validate_prefix
 from controller.core.specs.common import DEFAULT_BASE_IMAGE
-from controller.pipeline.options import Target
+from controller.pipeline.options import CACHE_MODES, CacheMode, Target
 from controller.pipeline.resolve import Resolver
 
 if TYPE_CHECKING:
@@ -238,7 +238,7 @@ def registry_options(required: bool) -> Callable[[Callable[..., Any]], Callable[
 
 BUILD_OPTIONS = (
     "jobs", "moving_tags", "tag_version", "private_indexes", "builder", "docker_cli",
-    "build_secrets",
+    "build_secrets", "build_cache",
 )  # fmt: skip
 SECRET_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
@@ -254,6 +254,7 @@ class BuildArgs:
     builder: Literal["classic", "buildkit"] = "buildkit"
     docker_cli: str | None = None
     build_secrets: tuple[str, ...] = ()
+    build_cache: CacheMode = "auto"
 
     def secrets(self) -> dict[str, SecretRef]:
         """`--build-secret ID=REF` entries -> id: reference."""
@@ -306,6 +307,16 @@ def build_options(f: Callable[..., Any]) -> Callable[..., Any]:
             metavar="PATH",
             help="The docker CLI BuildKit builds run with (default: the first on PATH with "
             "buildx, else the first with BuildKit built in).",
+        ),
+        click.option(
+            "--build-cache",
+            type=click.Choice(list(CACHE_MODES)),
+            default="auto",
+            show_default=True,
+            help="Build cache through the target registry (tag buildcache of each image's "
+            "repository), so a new engine reuses layers: registry (buildx with a driver that "
+            "exports it), inline (in the image), auto (registry where it can, else inline), "
+            "off. BuildKit only.",
         ),
         click.option(
             "--build-secret",
@@ -410,6 +421,7 @@ class RegistryArgs:
             builder=build.builder,
             docker_cli=build.docker_cli,
             build_secrets=build.secrets(),
+            build_cache=build.build_cache,
         )
 
     def sync(

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 from controller.adapters.packageindex import PYPI, PackageIndex
 from controller.adapters.registries import RegistryPool, RegistrySettings
 from controller.adapters.secrets import CredentialRefs, SecretRef, SecretStore
-from controller.pipeline.options import SyncOptions, Target, default_jobs
+from controller.pipeline.options import CacheMode, SyncOptions, Target, default_jobs
 from controller.pipeline.resolve import Resolver
 
 if TYPE_CHECKING:  # a plan without a registry needs none of the build and push machinery
@@ -48,6 +48,8 @@ class Wiring:
     """The docker CLI BuildKit builds run with; None: chosen from PATH."""
     build_secrets: Mapping[str, SecretRef] = field(default_factory=dict)
     """Build secret id -> reference (BuildKit secrets)."""
+    build_cache: CacheMode = "auto"
+    """Cache import and export through the target registry (BuildKit)."""
 
 
 def builder_factory(wiring: Wiring) -> BuilderFactory:
@@ -55,7 +57,7 @@ def builder_factory(wiring: Wiring) -> BuilderFactory:
     if wiring.builder == "buildkit":
         from controller.adapters.buildkit import BuildKitBuilder  # noqa: PLC0415 - builds only
 
-        return partial(BuildKitBuilder, wiring.docker_cli)
+        return partial(BuildKitBuilder, wiring.docker_cli, cache=wiring.build_cache)
     from controller.adapters.builder import DockerBuilder  # noqa: PLC0415 - builds only
 
     return DockerBuilder
@@ -90,6 +92,7 @@ def sync_options(
         index_credentials=wiring.index_credentials,
         package_index=package_index(wiring, store),
         build_secrets=wiring.build_secrets,
+        build_cache=wiring.build_cache != "off",
     )
 
 

@@ -40,6 +40,7 @@ def wiring_of(config: Config, source: str | None = None) -> Wiring:
         builder=builds.builder,
         docker_cli=builds.docker_cli,
         build_secrets={i: SecretRef.parse(ref) for i, ref in builds.secrets.items()},
+        build_cache=builds.cache,
     )
 
 

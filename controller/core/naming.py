@@ -23,6 +23,10 @@ _REFERENCE = re.compile(
     r"(?:@(?P<digest>[a-z0-9]+:[a-f0-9]{32,}))?"
 )
 TAG_LENGTH = 32
+CACHE_TAG = "buildcache"
+"""The tag of each repository that holds its build cache (BuildKit's registry cache, or the last
+image built, whose config carries BuildKit's inline cache); never a hash tag, so never
+collected."""
 MAX_REPOSITORY = 255
 ROOT_NAME = "root"
 """The implicit name of an environment that is the discovery root folder itself."""

@@ -11,18 +11,18 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
 from controller.adapters.builder import CHOOSE_BUILDKIT, NeedsBuildKit, PushError
 from controller.adapters.redact import redact
 from controller.adapters.registries import RegistryPool
-from controller.adapters.registry import OciRegistry
+from controller.adapters.registry import OciRegistry, RegistryError
 from controller.core.dockerfile import run_mounts
 from controller.core.errors import EnvshipError, RetryLater
 from controller.core.model import base_references
-from controller.core.naming import split_reference, tag_for
+from controller.core.naming import CACHE_TAG, split_reference, tag_for
 from controller.core.pipconfig import pip_config
 from controller.core.plan import PlanItem
 from controller.core.render import LABEL_HASH, PIP_CONFIG_SECRET, render
@@ -167,6 +167,7 @@ class Builds:
         with BUILD_LOCKS.hold(item.hash):
             builder = self.builder()
             existing = builder.image_labels(local)
+            cache = None
             if existing is not None and existing.get(LABEL_HASH) == item.hash:
                 emit(f"reusing the local image {local} (same hash)", Step.REUSE)
             else:
@@ -183,14 +184,17 @@ class Builds:
                 )
                 created = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
                 emit(f"building {local}", Step.BUILD)
-                builder.build(
+                built = builder.build(
                     rendered,
                     tag=local,
                     labels={"org.opencontainers.image.created": created},
                     platform=build.platform,
                     log=emit,
                     secrets=self.build_secrets(rendered.dockerfile),
+                    cache_ref=f"{repository}:{CACHE_TAG}" if self.options.build_cache else None,
+                    registry_auth=self.registry_auth(bases),
                 )
+                cache = built.cache
             emit(f"pushing {local}", Step.PUSH)
             digest = builder.push(repository, tag, self.registry.authenticator.docker_auth(), emit)
             stored = self.registry.digest(env.repository, tag, refresh=True)
@@ -199,7 +203,36 @@ class Builds:
                     f"the registry holds {stored or 'nothing'} for {local}, not the pushed {digest}"
                 )
         emit(f"pushed {digest}", Step.PUSHED)
+        if cache == "inline":
+            self._keep_as_cache(env.repository, tag, emit)
         return Result(item, "built", digest, log=log, seconds=time.monotonic() - started)
+
+    def _keep_as_cache(
+        self, repository: str, tag: str, emit: Callable[[str, Step | None], None]
+    ) -> None:
+        """The verified image (its config carries BuildKit's inline cache) becomes the
+        repository's cache tag, where the next build of any engine imports it from. A cache
+        is an optimisation: when this fails, the build still counts."""
+        try:
+            info = self.registry.image(repository, tag)
+            if info is None:
+                raise RegistryError(f"{repository}:{tag} is gone")
+            self.registry.put_manifest(repository, CACHE_TAG, info)
+        except EnvshipError as exc:
+            emit(f"build cache not updated ({CACHE_TAG}): {exc}", None)
+
+    def registry_auth(
+        self, bases: Iterable[tuple[str, str | None]]
+    ) -> dict[str, Mapping[str, str]]:
+        """host -> credentials for the registries a build's engine itself may pull from or push
+        its cache to: the target, and each base's registry."""
+        hosts = {self.host} | {split_reference(ref)[0] or "docker.io" for ref, _ in bases}
+        found: dict[str, Mapping[str, str]] = {}
+        for host in sorted(hosts):
+            auth = self.pool.get(host).authenticator.docker_auth()
+            if auth:
+                found[host] = auth
+        return found
 
     def _pull_bases(
         self,

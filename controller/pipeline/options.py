@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Literal
 
 from controller.adapters.forked import usable_cpus
 from controller.adapters.packageindex import PackageIndex
@@ -42,6 +43,10 @@ class Target:
         return cls(host, prefix or default_prefix)
 
 
+CacheMode = Literal["auto", "registry", "inline", "off"]
+CACHE_MODES: tuple[CacheMode, ...] = ("auto", "registry", "inline", "off")
+
+
 @dataclass(frozen=True)
 class SyncOptions:
     jobs: int = field(default_factory=default_jobs)
@@ -60,8 +65,11 @@ class SyncOptions:
     build_secrets: Mapping[str, SecretRef] = field(default_factory=dict)
     """Build secret id -> reference: each build gets the ones its Dockerfile mounts
     (`RUN --mount=type=secret,id=ID`), as BuildKit secrets."""
+    build_cache: bool = True
+    """Builds import and export their cache through the target registry (`buildcache` tag of
+    each repository), where the builder can."""
     held: frozenset[str] = frozenset()
     """Content hashes whose build failed for the spec's own reasons: not built again."""
 
 
-__all__ = ["SyncOptions", "Target", "default_jobs"]
+__all__ = ["CACHE_MODES", "CacheMode", "SyncOptions", "Target", "default_jobs"]

@@ -159,6 +159,13 @@ class Builds(Model):
         description="the docker CLI BuildKit builds run with (default: the first on PATH "
         "with buildx, else the first with BuildKit built in)",
     )
+    cache: Literal["auto", "registry", "inline", "off"] = Field(
+        default="auto",
+        description="build cache through the target registry (tag buildcache of each "
+        "repository), so a new engine reuses layers: registry (buildx with a driver that "
+        "exports it), inline (in the image), auto (registry where it can, else inline), off; "
+        "BuildKit only",
+    )
     secrets: dict[
         Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")], SecretReference
     ] = Field(

@@ -34,8 +34,8 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def engine(workdir: Path) -> Iterator[docker.DockerClient]:
-    with docker_engine(workdir) as client:
+def engine(workdir: Path, certs: Certs) -> Iterator[docker.DockerClient]:
+    with docker_engine(workdir, certs.ca_file) as client:
         yield client
 
 

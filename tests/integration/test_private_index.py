@@ -10,7 +10,6 @@ real pip, the real BuildKit mounts.
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,17 +22,10 @@ from tests.support.conda_shim import conda_base
 from tests.support.envship import Envship, Run
 from tests.support.helpers import write
 from tests.support.images import files_of, image_parts
-from tests.support.infra import Certs, Registry, make_certs, push
+from tests.support.infra import Certs, Registry, bridge_gateway, make_certs, push
 from tests.support.private_index import PrivateIndex
 
 DEMO_WHEEL = "envship_private_demo-1.0-py3-none-any.whl"
-
-
-def bridge_gateway(engine: docker.DockerClient) -> str:
-    """The host's address on the engine's default bridge, where build containers reach it."""
-    config = engine.networks.get("bridge").attrs["IPAM"]["Config"][0]
-    gateway = config.get("Gateway")
-    return str(gateway or next(ipaddress.ip_network(config["Subnet"]).hosts()))
 
 
 @pytest.fixture(scope="module")

@@ -62,7 +62,7 @@ def test_sync_builds_once_then_nothing_then_exactly_what_changed(
         assert labels["io.envship.hash"] == item["hash"]
         assert str(item["hash"]).removeprefix("sha256:").startswith(tag)
         assert "org.opencontainers.image.created" in labels
-        assert json.loads(labels["io.envship.inputs"])["scheme"] == "envship/1"
+        assert json.loads(labels["io.envship.inputs"])["scheme"] == "envship/2"
 
     second = envship.sync(specs, "t1")
     assert second.result.returncode == 0
@@ -162,7 +162,9 @@ def test_failures_stay_with_their_environment(
     items = run.items
     assert items["good"]["action"] == "built"
     assert items["failing-run"]["action"] == "failed"
-    assert "returned a non-zero code: 7" in str(items["failing-run"]["error"])
+    error = str(items["failing-run"]["error"])
+    assert error.startswith("build failed: ")  # envship's words, then the build's reason
+    assert "exit 7" in error
     assert "boom" in items["failing-run"]["log_tail"]  # the build output is kept per environment
     assert items["failing-run"]["next"] == "fix the spec"  # a RUN step fails the same way again
     assert items["missing-base"]["action"] == "failed"

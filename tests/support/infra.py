@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import ipaddress
 import os
 import shutil
 import socket
@@ -61,15 +62,28 @@ def engine_answers() -> bool:
         return False
 
 
+SYSTEM_CAS = ("/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt")
+
+
 @contextlib.contextmanager
-def docker_engine(workdir: Path) -> Iterator[docker.DockerClient]:
-    """The engine at DOCKER_HOST or the default socket; started here when it is not running."""
+def docker_engine(workdir: Path, trust: str | None = None) -> Iterator[docker.DockerClient]:
+    """The engine at DOCKER_HOST or the default socket; started here when it is not running.
+
+    An engine started here also trusts the CA in `trust` (beside the system's): its BuildKit
+    reads TLS trust from the system store only, so a build that imports cache from a test
+    registry needs the test CA there."""
     started: subprocess.Popen[bytes] | None = None
     if not engine_answers():
         need(shutil.which("dockerd") is not None, "no Docker engine (dockerd) is installed")
         need(os.geteuid() == 0, "starting dockerd needs root")
+        env = dict(os.environ)
+        if trust is not None:
+            bundle = workdir / "engine-trust.pem"
+            system = next((Path(p) for p in SYSTEM_CAS if Path(p).exists()), None)
+            bundle.write_bytes((system.read_bytes() if system else b"") + Path(trust).read_bytes())
+            env["SSL_CERT_FILE"] = str(bundle)
         log = (workdir / "dockerd.log").open("wb")
-        started = subprocess.Popen(["dockerd"], stdout=log, stderr=subprocess.STDOUT)
+        started = subprocess.Popen(["dockerd"], stdout=log, stderr=subprocess.STDOUT, env=env)
         wait_for(engine_answers, 60, "dockerd")
     client = docker.from_env(timeout=300)
     try:
@@ -103,6 +117,14 @@ class Certs:
         return str(self.folder / "server.key")
 
 
+def bridge_gateway(engine: docker.DockerClient) -> str:
+    """The host's address on the engine's default bridge: where build containers reach the host,
+    and an address the engine does not treat as an insecure (loopback) registry."""
+    config = engine.networks.get("bridge").attrs["IPAM"]["Config"][0]
+    gateway = config.get("Gateway")
+    return str(gateway or next(ipaddress.ip_network(config["Subnet"]).hosts()))
+
+
 def make_certs(folder: Path, *hosts: str, ca: trustme.CA | None = None) -> Certs:
     """A server certificate for loopback (and `hosts`), signed by `ca` or a new CA."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -119,7 +141,7 @@ def make_certs(folder: Path, *hosts: str, ca: trustme.CA | None = None) -> Certs
 
 @dataclass
 class Registry:
-    """A real CNCF distribution registry on 127.0.0.1."""
+    """A real CNCF distribution registry on 127.0.0.1 (or `address`)."""
 
     folder: Path
     certs: Certs | None = None
@@ -130,10 +152,11 @@ class Registry:
     readonly: bool = False
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
+    address: str = "127.0.0.1"
 
     @property
     def host(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"{self.address}:{self.port}"
 
     @property
     def url(self) -> str:
