@@ -2,25 +2,31 @@
 
 The build is offline, as where the build containers cannot reach an index: the wheelhouse is
 made on this host (`pip wheel`, whose cache keeps reruns quick), the build runs with no network
-at all, on the Debian + Python base image the suite makes itself (python_base.py). The container
+at all, on the Debian + Python base image the suite makes itself (python_base.py). The docker
+CLI comes from a stand-in for docker:28-cli (which cannot be pulled here) made from this
+machine's own CLI, the one envship itself would pick, passed as DOCKER_CLI_IMAGE. The container
 runs as a cluster would run it: read-only root filesystem, the image's non-root user, every
 capability dropped, no-new-privileges, /tmp a tmpfs and the git cache a volume. The controller
-fetches its specs from a git server on loopback over HTTP and over SSH (host networking).
+fetches its specs from a git server on loopback over HTTP and over SSH (host networking), and
+builds with BuildKit through the image's CLI against the engine's socket.
 
 Two images are built per module (wheelhouse about 10 s, each build about 35 s): the default one,
-with envship's every extra (leader election), and one built with `EXTRAS=` (none); they and the
-images of the builds' steps are removed at the end.
+with envship's every extra (leader election), and one built with `EXTRAS=` (none); they, the
+images of the builds' steps and the stand-in CLI images are removed at the end.
 """
 
 from __future__ import annotations
 
 import contextlib
 import getpass
+import io
 import json
+import os
 import re
 import shutil
 import subprocess
 import sys
+import tarfile
 import time
 import tomllib
 import uuid
@@ -37,6 +43,8 @@ import requests
 import yaml
 from docker.models.containers import Container
 
+from controller.adapters.builder import EngineError
+from controller.adapters.buildkit import Cli, find_cli
 from tests.support.canaries import record_output
 from tests.support.gitserver import SSHD, GitHttpServer, SshServer
 from tests.support.infra import Registry, free_port, need
@@ -52,11 +60,19 @@ CACHE = "/var/cache/envship"
 HOME = "/home/envship"
 MB = 1024 * 1024
 ADDED_LIMIT = 280 * MB
-"""What the image may add to its base. Measured: 208 MB, the venv (the leader-election extra
-121 MB of it: kubernetes, half of which is its asyncio twin `kubernetes.aio`, and what only it
-needs)."""
+"""What the image may add to its base besides the docker CLI (whose layers are measured apart,
+see CLI_SLACK). Measured: 208 MB, the venv (the leader-election extra 121 MB of it: kubernetes,
+half of which is its asyncio twin `kubernetes.aio`, and what only it needs)."""
 CORE_ADDED_LIMIT = 150 * MB
 """The same without extras (`--build-arg EXTRAS=`). Measured: 87 MB."""
+CLI_SLACK = 1 * MB
+"""The docker CLI's layers hold the CLI and its buildx plugin, and nothing else: their size is
+those files' size, plus at most this (tar headers, folders). Measured with the stand-in (Debian
+12's CLI 20.10, no buildx): 43.5 MB, its files 43.5 MB. docker:28-cli's CLI and buildx weigh
+about 100 MB (the CLI about 40 MB, buildx about 60 MB); its docker-compose plugin is left out."""
+CLI = "/usr/local/bin/docker"
+PLUGINS = "/usr/local/libexec/docker/cli-plugins"
+DOCKER_CONFIG = "/tmp/.docker"
 EXTRAS_SAVED = 100 * MB
 """What leaving the leader-election extra out saves at least. Measured: 121 MB."""
 LOCKS = ("deploy/requirements.txt", "deploy/requirements-leader-election.txt")
@@ -165,6 +181,111 @@ def test_the_build_context_holds_only_what_the_image_needs(tmp_path: Path) -> No
     assert not any("__pycache__" in path for path in extra), extra
 
 
+# -- the docker CLI -----------------------------------------------------------------------------
+
+PLUGIN_FOLDERS = (
+    "~/.docker/cli-plugins",
+    "/usr/local/lib/docker/cli-plugins",
+    "/usr/local/libexec/docker/cli-plugins",
+    "/usr/lib/docker/cli-plugins",
+    "/usr/libexec/docker/cli-plugins",
+)
+"""Where a docker CLI looks for its plugins (after $DOCKER_CONFIG/cli-plugins)."""
+COMPOSE_STAND_IN = b"#!/bin/sh\necho 'a plugin the image leaves out' >&2\nexit 1\n"
+REFUSED_CLI = b"""#!/bin/sh
+# A docker CLI of 25.0 without buildx: it cannot build with BuildKit.
+if [ "$1" = version ]; then
+    echo '{"Client":{"Version":"25.0.0","ApiVersion":"1.44"},"Server":null}'
+    echo 'Cannot connect to the Docker daemon' >&2
+    exit 1
+fi
+echo "docker: unknown command: docker $1" >&2
+exit 1
+"""
+"""The CLI of a DOCKER_CLI_IMAGE envship cannot build with."""
+
+
+@dataclass
+class CliImage:
+    """A stand-in for docker:28-cli: the CLI at /usr/local/bin/docker, plugins beside it."""
+
+    tag: str
+    cli: Cli | None
+    kept: int
+    """The bytes of what deploy/Dockerfile keeps of it: the CLI and its buildx plugin."""
+
+
+def buildx_plugin() -> Path | None:
+    config = os.environ.get("DOCKER_CONFIG")
+    folders = [*([f"{config}/cli-plugins"] if config else []), *PLUGIN_FOLDERS]
+    for folder in folders:
+        plugin = Path(folder).expanduser() / "docker-buildx"
+        if plugin.is_file() and os.access(plugin, os.X_OK):
+            return plugin
+    return None
+
+
+def add_file(archive: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size, info.mode = len(data), 0o755
+    archive.addfile(info, io.BytesIO(data))
+
+
+def cli_image_tar(cli: bytes, buildx: Path | None) -> bytes:
+    """A root filesystem as docker:28-cli lays it out; its docker-compose a stand-in too."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        for folder in ("usr", "usr/local", "usr/local/bin", "usr/local/libexec"):
+            info = tarfile.TarInfo(folder)
+            info.type, info.mode = tarfile.DIRTYPE, 0o755
+            archive.addfile(info)
+        for folder in ("usr/local/libexec/docker", PLUGINS.lstrip("/")):
+            info = tarfile.TarInfo(folder)
+            info.type, info.mode = tarfile.DIRTYPE, 0o755
+            archive.addfile(info)
+        add_file(archive, CLI.lstrip("/"), cli)
+        if buildx is not None:
+            add_file(archive, f"{PLUGINS.lstrip('/')}/docker-buildx", buildx.read_bytes())
+        add_file(archive, f"{PLUGINS.lstrip('/')}/docker-compose", COMPOSE_STAND_IN)
+    return buffer.getvalue()
+
+
+@contextlib.contextmanager
+def cli_image(engine: docker.DockerClient, cli: Cli | None) -> Iterator[CliImage]:
+    """`cli` (None: REFUSED_CLI) as a docker:28-cli stand-in, imported into the engine."""
+    if cli is None:
+        data, buildx = REFUSED_CLI, None
+    else:
+        data = Path(os.path.realpath(cli.path)).read_bytes()
+        buildx = buildx_plugin() if cli.mode == "buildx" else None
+        assert cli.mode == "builtin" or buildx is not None, f"where is the buildx of {cli}?"
+    tag = f"envship-test/docker-cli:{uuid.uuid4().hex[:12]}"
+    repository, version = tag.rsplit(":", 1)
+    engine.api.import_image_from_data(
+        cli_image_tar(data, buildx), repository=repository, tag=version
+    )
+    kept = len(data) + (buildx.stat().st_size if buildx is not None else 0)
+    try:
+        yield CliImage(tag, cli, kept)
+    finally:
+        with contextlib.suppress(docker.errors.APIError):
+            engine.images.remove(tag, force=True)
+
+
+@pytest.fixture(scope="module")
+def docker_cli(engine: docker.DockerClient) -> Iterator[CliImage]:
+    """This machine's docker CLI that envship would build with, as the image's DOCKER_CLI_IMAGE
+    (a CLI linked against libc runs on the Debian base)."""
+    try:
+        cli, _seen = find_cli(os.environ)
+    except EngineError as exc:
+        need(False, f"no docker CLI here to put in the image: {exc}")
+        raise
+    print(f"\ndocker CLI for the image: {cli}")
+    with cli_image(engine, cli) as image:
+        yield image
+
+
 # -- the image ----------------------------------------------------------------------------------
 
 
@@ -173,6 +294,8 @@ class Image:
     tag: str
     attrs: dict[str, Any]
     base_size: int
+    cli_size: int
+    """What the layers that copy the docker CLI and its plugins add."""
     log: str
     seconds: float
 
@@ -187,6 +310,14 @@ class Image:
 
 STEP = re.compile(r"^ ---> ([0-9a-f]{12})\s*$", re.MULTILINE)
 """The classic builder's line naming the image a step made (or found in its cache)."""
+CLI_LAYER = re.compile(rf"\bCOPY .* in ({re.escape(CLI)}|{re.escape(PLUGINS)}/?)\s*$")
+"""The history of the final stage's copies of the docker CLI and its plugins."""
+
+
+def cli_size(engine: docker.DockerClient, tag: str) -> int:
+    layers = [layer for layer in engine.api.history(tag) if CLI_LAYER.search(layer["CreatedBy"])]
+    assert len(layers) == 2, engine.api.history(tag)
+    return sum(int(layer["Size"]) for layer in layers)
 
 
 def build(
@@ -194,12 +325,15 @@ def build(
     context: Path,
     tag: str,
     base: str,
+    docker_cli: str,
     log: list[str],
     extras: str | None = None,
 ) -> None:
-    """Build with the classic builder and no network; its output goes to `log`. `extras`: the
-    EXTRAS build argument (None: the Dockerfile's default)."""
-    buildargs = {"BASE_IMAGE": base} if extras is None else {"BASE_IMAGE": base, "EXTRAS": extras}
+    """Build with the classic builder and no network; its output goes to `log`. `docker_cli`:
+    the DOCKER_CLI_IMAGE build argument; `extras`: EXTRAS (None: the Dockerfile's default)."""
+    buildargs = {"BASE_IMAGE": base, "DOCKER_CLI_IMAGE": docker_cli}
+    if extras is not None:
+        buildargs["EXTRAS"] = extras
     for item in engine.api.build(
         path=str(context),
         dockerfile=DOCKERFILE,
@@ -245,33 +379,41 @@ def context(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @contextlib.contextmanager
 def built(
-    engine: docker.DockerClient, context: Path, python_base: str, extras: str | None = None
+    engine: docker.DockerClient,
+    context: Path,
+    python_base: str,
+    docker_cli: CliImage,
+    extras: str | None = None,
 ) -> Iterator[Image]:
     tag = f"envship-test/controller:{uuid.uuid4().hex[:12]}"
     log: list[str] = []
     try:
         started = time.monotonic()
-        build(engine, context, tag, python_base, log, extras)
+        build(engine, context, tag, python_base, docker_cli.tag, log, extras)
         seconds = time.monotonic() - started
         attrs = engine.images.get(tag).attrs
         base_size = int(engine.images.get(python_base).attrs["Size"])
         print(f"\ndocker build (EXTRAS {extras!r}) {seconds:.1f} s")
-        yield Image(tag, attrs, base_size, "".join(log), seconds)
+        yield Image(tag, attrs, base_size, cli_size(engine, tag), "".join(log), seconds)
     finally:
         remove_build(engine, tag, "".join(log))
 
 
 @pytest.fixture(scope="module")
-def image(engine: docker.DockerClient, python_base: str, context: Path) -> Iterator[Image]:
+def image(
+    engine: docker.DockerClient, python_base: str, context: Path, docker_cli: CliImage
+) -> Iterator[Image]:
     """The image as deploy/Dockerfile builds it by default: with the leader-election extra."""
-    with built(engine, context, python_base) as image:
+    with built(engine, context, python_base, docker_cli) as image:
         yield image
 
 
 @pytest.fixture(scope="module")
-def core_image(engine: docker.DockerClient, python_base: str, context: Path) -> Iterator[Image]:
+def core_image(
+    engine: docker.DockerClient, python_base: str, context: Path, docker_cli: CliImage
+) -> Iterator[Image]:
     """The image built with `--build-arg EXTRAS=`: envship without its extras."""
-    with built(engine, context, python_base, extras="") as image:
+    with built(engine, context, python_base, docker_cli, extras="") as image:
         yield image
 
 
@@ -309,7 +451,9 @@ def run(
         container.remove(force=True)
 
 
-def test_the_image_is_offline_built_non_root_labelled_and_small(image: Image) -> None:
+def test_the_image_is_offline_built_non_root_labelled_and_small(
+    image: Image, docker_cli: CliImage
+) -> None:
     assert "installing from the wheelhouse only (no index)" in image.log
     config = image.config
     assert config["User"] == USER
@@ -327,12 +471,15 @@ def test_the_image_is_offline_built_non_root_labelled_and_small(image: Image) ->
     assert labels["org.opencontainers.image.licenses"] == "MIT"
     assert "org.opencontainers.image.source" in labels
     assert labels["io.envship.extras"] == "leader-election"
-    added = image.size - image.base_size
+    assert env["DOCKER_CONFIG"] == DOCKER_CONFIG
+    added = image.size - image.base_size - image.cli_size
     print(
         f"\nimage {image.size / MB:.0f} MB: base {image.base_size / MB:.0f} MB"
         f" + envship {added / MB:.0f} MB (limit {ADDED_LIMIT / MB:.0f} MB)"
+        f" + docker CLI {image.cli_size / MB:.1f} MB (its files {docker_cli.kept / MB:.1f} MB)"
     )
     assert added < ADDED_LIMIT
+    assert docker_cli.kept <= image.cli_size < docker_cli.kept + CLI_SLACK
 
 
 LEADER_ELECTION_CONFIG = {
@@ -347,7 +494,7 @@ def test_the_image_without_extras_is_smaller_and_says_what_leader_election_needs
     engine: docker.DockerClient, image: Image, core_image: Image, tmp_path: Path
 ) -> None:
     saved = image.size - core_image.size
-    added = core_image.size - core_image.base_size
+    added = core_image.size - core_image.base_size - core_image.cli_size
     print(
         f"\nimage without extras {core_image.size / MB:.0f} MB:"
         f" base {core_image.base_size / MB:.0f} MB + envship {added / MB:.0f} MB"
@@ -374,11 +521,29 @@ def test_the_image_without_extras_is_smaller_and_says_what_leader_election_needs
 
 
 def test_an_unknown_extra_stops_the_build(
-    engine: docker.DockerClient, python_base: str, context: Path
+    engine: docker.DockerClient, python_base: str, context: Path, docker_cli: CliImage
 ) -> None:
-    with pytest.raises(AssertionError) as refused, built(engine, context, python_base, "k8s"):
+    with (
+        pytest.raises(AssertionError) as refused,
+        built(engine, context, python_base, docker_cli, "k8s"),
+    ):
         pass
     assert "EXTRAS: each must be one of envship's extras: leader-election" in str(refused.value)
+
+
+def test_a_docker_cli_that_cannot_build_with_buildkit_stops_the_build(
+    engine: docker.DockerClient, python_base: str, context: Path
+) -> None:
+    with (
+        cli_image(engine, None) as refused_cli,
+        pytest.raises(AssertionError) as refused,
+        built(engine, context, python_base, refused_cli),
+    ):
+        pass
+    assert (
+        "DOCKER_CLI_IMAGE: /opt/docker-cli/docker 25.0.0 has no buildx plugin (from 23.0 on the"
+        " docker CLI builds with BuildKit only through buildx)"
+    ) in str(refused.value)
 
 
 def test_the_container_runs_read_only_as_its_user_without_capabilities(
@@ -437,6 +602,34 @@ def test_envship_version_and_pygit2_with_ssh(engine: docker.DockerClient, image:
     assert found["https"], found
 
 
+def test_envship_in_the_image_finds_its_docker_cli(
+    engine: docker.DockerClient, image: Image, docker_cli: CliImage
+) -> None:
+    assert docker_cli.cli is not None
+    # as the image's own user, read-only: the CLI runs and says its version
+    code, output = run(engine, image, ["--version"], entrypoint=[CLI])
+    assert code == 0, output
+    assert output.startswith(f"Docker version {docker_cli.cli.version}, "), output
+    # envship's own choice, with the container's environment (no engine: only the CLI is asked)
+    check = (
+        "import json, os; from controller.adapters.buildkit import find_cli; "
+        "cli, seen = find_cli(os.environ); "
+        "print(json.dumps({'path': cli.path, 'version': cli.version, 'mode': cli.mode}))"
+    )
+    code, output = run(engine, image, ["-c", check], entrypoint=["/opt/envship/bin/python"])
+    assert code == 0, output
+    assert json.loads(output) == {
+        "path": CLI,
+        "version": docker_cli.cli.version,
+        "mode": docker_cli.cli.mode,
+    }, output
+    code, output = run(engine, image, [PLUGINS], entrypoint=["ls", "-A"])
+    assert code == 0, output
+    kept = ["docker-buildx"] if docker_cli.cli.mode == "buildx" else []
+    assert output.split() == kept, output  # the stand-in's docker-compose is left out
+    assert f"docker CLI: /opt/docker-cli/docker ({docker_cli.cli.version}, " in image.log
+
+
 # -- the controller -----------------------------------------------------------------------------
 
 
@@ -471,9 +664,11 @@ def controller(
     folder: Path,
     config: dict[str, Any],
     mounts: dict[str, dict[str, str]],
+    **options: Any,
 ) -> Iterator[Running]:
     """`envship run` in the image with its default command, on the host's network (the test's
-    git server and registry listen on loopback), `config` mounted where the command reads it."""
+    git server and registry listen on loopback), `config` mounted where the command reads it;
+    `options`: more of the container's (docker-py's names)."""
     port = free_port()
     config = {**config, "http": {"port": port}}
     path = folder / "config.yaml"
@@ -487,6 +682,7 @@ def controller(
         user=USER,
         volumes=volumes,
         **HARDENED,
+        **options,
     )
     running = Running(container, f"http://127.0.0.1:{port}")
     try:
@@ -506,15 +702,23 @@ def settings(upstream_url: str, registry: Registry) -> dict[str, Any]:
 
 
 def serves_and_stops(running: Running, head: str) -> None:
-    """Probes answer, the first reconcile fetched `head` into the cache volume, `docker stop`
-    ends the process cleanly within the grace period and nothing was written outside the
-    volumes."""
+    serves(running, head)
+    stops(running)
+
+
+def serves(running: Running, head: str) -> dict[str, Any]:
+    """Probes answer and the first reconcile fetched `head` into the cache volume: /status."""
     running.wait_until(lambda: running.get("/healthz").status_code == 200, 60, "/healthz")
-    running.wait_until(lambda: running.get("/readyz").status_code == 200, 120, "/readyz")
-    status = running.get("/status").json()
+    running.wait_until(lambda: running.get("/readyz").status_code == 200, 180, "/readyz")
+    status: dict[str, Any] = running.get("/status").json()
     assert status["revision"] == f"main@sha1:{head}", status
     assert not status.get("stale"), status
+    return status
 
+
+def stops(running: Running) -> None:
+    """`docker stop` ends the process cleanly within the grace period and nothing was written
+    outside the volumes."""
     started = time.monotonic()
     running.container.stop(timeout=int(GRACE) + 20)
     seconds = time.monotonic() - started
@@ -578,3 +782,48 @@ def test_the_controller_fetches_over_ssh_with_known_hosts_in_its_home(
             serves_and_stops(running, head)
     finally:
         server.stop()
+
+
+BUILDKIT_ONLY = """\
+FROM {base}
+RUN --mount=type=cache,target=/var/cache/envship-test \\
+    echo {marker} > /marker && cp /marker /var/cache/envship-test/marker
+"""
+"""A step the classic builder refuses: built, it was built with BuildKit."""
+
+
+def test_the_controller_builds_with_buildkit_through_the_image_s_docker_cli(
+    engine: docker.DockerClient,
+    image: Image,
+    cache: str,
+    public_bases: Registry,
+    tmp_path: Path,
+) -> None:
+    host = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+    need(host.startswith("unix://"), f"the engine is not on a local socket ({host})")
+    socket = host.removeprefix("unix://")
+    marker = uuid.uuid4().hex
+    dockerfile = BUILDKIT_ONLY.format(base=f"{public_bases.host}/base/busybox:1", marker=marker)
+    upstream = Upstream(tmp_path / "git" / "specs.git")
+    head = str(upstream.commit({"cli/Dockerfile": dockerfile}))
+    with GitHttpServer(tmp_path / "git") as server:
+        config = settings(server.url("specs.git"), public_bases)
+        config["builds"] = {"builder": "buildkit"}
+        volumes = {
+            cache: {"bind": CACHE, "mode": "rw"},
+            # where docker-py's default /var/run/docker.sock leads (Debian: /var/run -> /run)
+            socket: {"bind": "/run/docker.sock", "mode": "rw"},
+        }
+        group = str(os.stat(socket).st_gid)  # as `--group-add` in deploy/README.md
+        with controller(engine, image, tmp_path, config, volumes, group_add=[group]) as running:
+            status = serves(running, head)
+            assert status["engine"] == {"usable": True, "error": None}, status
+            (built_env,) = status["environments"]
+            assert (built_env["name"], built_env["phase"]) == ("cli", "Ready"), built_env
+            repository, tag = str(built_env["image"]).split("/", 1)[1].rsplit(":", 1)
+            assert public_bases.manifest_digest(repository, tag) == built_env["digest"]
+            # the CLI kept its state in DOCKER_CONFIG, on the /tmp volume
+            code, listing = running.container.exec_run(["ls", "-A", DOCKER_CONFIG], user=USER)
+            assert code == 0, listing
+            assert listing.split(), listing
+            stops(running)
