@@ -60,32 +60,42 @@ esac
 
 DOCKERFILE = """FROM {base}
 COPY conda /usr/local/bin/conda
-COPY ca.pem /usr/local/share/envship-test-ca.pem
 RUN mkdir -p /opt/conda/pkgs
-ENV PIP_CERT=/usr/local/share/envship-test-ca.pem PIP_RETRIES=0
+ENV PIP_RETRIES=0
+"""
+TRUST = """COPY ca.pem /usr/local/share/envship-test-ca.pem
+ENV PIP_CERT=/usr/local/share/envship-test-ca.pem
 """
 """The test CA stands for a company's own CA in its base image, which pip is told to trust;
 no retries, as PyPI (pip's default index, beside the private one) cannot be reached here."""
 
 
-def _context(base: str, ca_pem: bytes) -> bytes:
+def _context(base: str, ca_pem: bytes | None, env: dict[str, str]) -> bytes:
+    dockerfile = DOCKERFILE.format(base=base) + (TRUST if ca_pem is not None else "")
+    dockerfile += "".join(f"ENV {key}={value}\n" for key, value in env.items())
+    files = [("Dockerfile", dockerfile.encode(), 0o644), ("conda", SHIM.encode(), 0o755)]
+    if ca_pem is not None:
+        files.append(("ca.pem", ca_pem, 0o644))
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as archive:
-        for name, data, mode in (
-            ("Dockerfile", DOCKERFILE.format(base=base).encode(), 0o644),
-            ("conda", SHIM.encode(), 0o755),
-            ("ca.pem", ca_pem, 0o644),
-        ):
+        for name, data, mode in files:
             info = tarfile.TarInfo(name)
             info.size, info.mode = len(data), mode
             archive.addfile(info, io.BytesIO(data))
     return buffer.getvalue()
 
 
-def conda_base(client: docker.DockerClient, python_base: str, tag: str, ca_pem: bytes) -> str:
-    """Build the base (tagged `tag`) from the engine's `python_base` image; returns `tag`."""
+def conda_base(
+    client: docker.DockerClient,
+    python_base: str,
+    tag: str,
+    ca_pem: bytes | None = None,
+    env: dict[str, str] | None = None,
+) -> str:
+    """Build the base (tagged `tag`) from the engine's `python_base` image, trusting `ca_pem`
+    for pip and with `env` set; returns `tag`."""
     client.images.build(
-        fileobj=io.BytesIO(_context(python_base, ca_pem)),
+        fileobj=io.BytesIO(_context(python_base, ca_pem, env or {})),
         custom_context=True,
         tag=tag,
         rm=True,
