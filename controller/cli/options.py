@@ -28,6 +28,7 @@ from controller.core.discovery import (
     discover,
 )
 from controller.core.naming import validate_prefix
+from controller.core.render import PIP_CONFIG_SECRET, RESERVED_SECRET
 from controller.core.specs.common import DEFAULT_BASE_IMAGE
 from controller.pipeline.options import CACHE_MODES, CacheMode, Target
 from controller.pipeline.resolve import Resolver
@@ -265,6 +266,8 @@ class BuildArgs:
                 raise click.UsageError(
                     "--build-secret: give ID=REF, ID of letters, digits, '.', '_' or '-'"
                 )
+            if secret_id == PIP_CONFIG_SECRET:
+                raise click.UsageError(f"--build-secret: {RESERVED_SECRET}")
             try:
                 found[secret_id] = SecretRef.parse(ref)
             except SecretError as exc:

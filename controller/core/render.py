@@ -78,6 +78,10 @@ PIP_CACHE = f"{CACHE_DIR}/pip"
 PIP_CONFIG_SECRET = "envship-pip-conf"  # noqa: S105 - the secret's id, not its value
 """The build secret that holds a pip configuration file naming the private package indexes,
 credentials included (`--private-index`); a build that mounts it gets it, others never do."""
+RESERVED_SECRET = (
+    f"the build secret id {PIP_CONFIG_SECRET} is envship's own (the private indexes' pip "
+    "configuration, from privateIndexes / --private-index); give yours another id"
+)
 PIP_CONFIG_TARGET = f"/run/secrets/{PIP_CONFIG_SECRET}"
 CACHE_MOUNTS = (
     f"--mount=type=cache,id=envship-conda-pkgs,target={CONDA_PKGS},sharing=locked",

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
-from controller.adapters.builder import CHOOSE_BUILDKIT, NeedsBuildKit, PushError
+from controller.adapters.builder import CHOOSE_BUILDKIT, BuildError, NeedsBuildKit, PushError
 from controller.adapters.redact import redact
 from controller.adapters.registries import RegistryPool
 from controller.adapters.registry import OciRegistry, RegistryError
@@ -184,16 +184,22 @@ class Builds:
                 )
                 created = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
                 emit(f"building {local}", Step.BUILD)
-                built = builder.build(
-                    rendered,
-                    tag=local,
-                    labels={"org.opencontainers.image.created": created},
-                    platform=build.platform,
-                    log=emit,
-                    secrets=self.build_secrets(rendered.dockerfile),
-                    cache_ref=f"{repository}:{CACHE_TAG}" if self.options.build_cache else None,
-                    registry_auth=self.registry_auth(bases),
-                )
+                secrets = self.build_secrets(rendered.dockerfile)
+                try:
+                    built = builder.build(
+                        rendered,
+                        tag=local,
+                        labels={"org.opencontainers.image.created": created},
+                        platform=build.platform,
+                        log=emit,
+                        secrets=secrets,
+                        cache_ref=f"{repository}:{CACHE_TAG}" if self.options.build_cache else None,
+                        registry_auth=self.registry_auth(bases),
+                    )
+                except BuildError:
+                    if secrets and PIP_CONFIG_SECRET in secrets:
+                        self._forget_index_credentials()
+                    raise
                 cache = built.cache
             emit(f"pushing {local}", Step.PUSH)
             digest = builder.push(repository, tag, self.registry.authenticator.docker_auth(), emit)
@@ -254,6 +260,14 @@ class Builds:
             emit(f"pulling {wanted}", Step.PULL)
             auth = self.pool.get(host or "docker.io").authenticator.docker_auth()
             builder.pull(wanted, auth, lambda line: emit(line, None))
+
+    def _forget_index_credentials(self) -> None:
+        """A build that had the private indexes failed, perhaps because an index refused a
+        rotated credential (pip's output is not read to tell): the next build reads them
+        from their source again."""
+        store = self.pool.secrets
+        for refs in self.options.index_credentials.values():
+            refs.forget(store)
 
     def _refuse_private_indexes_without_buildkit(self, builder: Builder, item: PlanItem) -> None:
         """The classic builder has no build secrets, so a managed pip install could not see the

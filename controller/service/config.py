@@ -33,6 +33,7 @@ from controller.adapters.packageindex import PYPI
 from controller.adapters.secrets import CredentialRefs, SecretError, SecretRef
 from controller.core.credentials import url_credential
 from controller.core.errors import Misconfigured
+from controller.core.render import PIP_CONFIG_SECRET, RESERVED_SECRET
 from controller.core.specs.common import DEFAULT_BASE_IMAGE
 
 
@@ -173,6 +174,13 @@ class Builds(Model):
         description="build secrets, id: secret reference; a build gets those its Dockerfile "
         "mounts (RUN --mount=type=secret,id=ID); needs builder: buildkit",
     )
+
+    @field_validator("secrets")
+    @classmethod
+    def _not_envship_s_own(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if PIP_CONFIG_SECRET in value:
+            raise ValueError(RESERVED_SECRET)
+        return value
 
 
 class Intervals(Model):

@@ -101,6 +101,9 @@ def test_build_secrets_and_the_builder_from_the_flags(tmp_path: Path):
         with pytest.raises(click.UsageError) as caught:
             BuildArgs(None, (), False, (), "buildkit", None, (wrong,)).secrets()
         assert "plain-literal" not in str(caught.value)
+    with pytest.raises(click.UsageError) as reserved:
+        BuildArgs(None, (), False, (), "buildkit", None, ("envship-pip-conf=env:X",)).secrets()
+    assert "the build secret id envship-pip-conf is envship's own" in str(reserved.value)
     used = envship("sync", str(tmp_path), "--registry", "127.0.0.1:9", "--builder", "kaniko")
     assert used.returncode == 2
     assert "'kaniko' is not one of 'classic', 'buildkit'" in used.stderr

@@ -140,3 +140,14 @@ def test_the_builder_and_its_secrets(tmp_path: Path):
             load(write(tmp_path, MINIMAL + "builds:\n" + wrong))
         assert key in str(caught.value)
         assert "literal-value" not in str(caught.value)
+
+
+def test_envship_s_own_build_secret_id_cannot_be_configured(tmp_path: Path):
+    taken = MINIMAL + "builds:\n  secrets: {envship-pip-conf: env:MINE}\n"
+    with pytest.raises(ConfigError) as refused:
+        load(write(tmp_path, taken))
+    assert "the build secret id envship-pip-conf is envship's own" in str(refused.value)
+    assert "builds.cache" not in str(refused.value)
+    cached = wiring_of(load(write(tmp_path, MINIMAL + "builds:\n  cache: inline\n")))
+    assert cached.build_cache == "inline"
+    assert wiring_of(load(write(tmp_path, MINIMAL))).build_cache == "auto"
