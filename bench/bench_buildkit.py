@@ -91,7 +91,7 @@ def download_wheels() -> list[Path]:
     """Every wheel the environments need, for the Python of the test base (CPython 3.11)."""
     WHEELS.mkdir(parents=True, exist_ok=True)
     wanted = [*PINNED, *(f"{MOVING}=={v}" for v in VERSIONS)]
-    missing = [w for w in wanted if not any(WHEELS.glob(f"{canonical(w)}-*.whl"))]
+    missing = [w for w in wanted if not any(WHEELS.glob(f"{wheel_prefix(w)}-*.whl"))]
     if missing:
         print(f"downloading {len(missing)} wheels and their dependencies from PyPI...", flush=True)
         for requirement in missing:
@@ -105,9 +105,10 @@ def download_wheels() -> list[Path]:
     return sorted(WHEELS.glob("*.whl"))
 
 
-def canonical(requirement: str) -> str:
-    name = requirement.split("==", 1)[0]
-    return name.replace("-", "_").lower()
+def wheel_prefix(requirement: str) -> str:
+    """`python-dateutil==2.9.0.post0` -> `python_dateutil-2.9.0.post0` (how its wheel is named)."""
+    name, version = requirement.split("==", 1)
+    return f"{name.replace('-', '_').lower()}-{version}"
 
 
 def project(wheel: Path) -> str:
