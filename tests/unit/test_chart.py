@@ -451,7 +451,7 @@ def test_dind_sidecar() -> None:
     assert mounts(dind)["docker-data"]["mountPath"] == "/var/lib/docker"
     assert "docker-data" not in mounts(controller)
     assert volumes(pod)["docker-data"]["emptyDir"] == {"sizeLimit": "100Gi"}
-    # the engine shares the pod's network: builds reach the private-index forwarder on loopback
+    # the pod needs no host network: builds reach private indexes over the network
     assert "hostNetwork" not in pod
     assert pod["terminationGracePeriodSeconds"] == 630  # intervals.grace 600 + 30
 
