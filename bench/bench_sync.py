@@ -324,8 +324,8 @@ def ci_script(folder: Path, names: list[str], host: str) -> Path:
 def run_baseline(bench: Bench, script: Path, names: list[str], *, warm: bool) -> Baseline:
     before = bench.registry.settled()
     bench.sample_load()
-    # DOCKER_BUILDKIT=0: the classic builder, the one envship drives (and the only one without
-    # the buildx plugin); with it the output below is stable to check.
+    # DOCKER_BUILDKIT=0: the classic builder (the only one a CLI without buildx has from 23.0
+    # on); its output below is stable to check.
     env = {**os.environ, "DOCKER_BUILDKIT": "0"}
     start = time.perf_counter()
     completed = subprocess.run(
@@ -838,7 +838,7 @@ is tiny and a build is dominated by the engine's fixed costs, not by its content
 - **No-change sync against rebuild-everything, {r.sync_count} environments**: the pipeline
   users run today is a shell script with `docker build -t 127.0.0.1:PORT/ci/NAME:latest DIR &&
   docker push ...` per environment, one after the other (the classic builder, `DOCKER_BUILDKIT=0`,
-  the one envship drives too). It runs once to warm the engine's cache (every `RUN` step then
+  whose output the benchmark checks; envship builds with its default builder). It runs once to warm the engine's cache (every `RUN` step then
   reports `Using cache`, every layer `already exists` in the registry), then {RUNS} timed runs.
   envship: the first `envship sync -o json` (progress on stderr) builds and pushes all
   {r.sync_count} (timed once), then {RUNS} timed runs with nothing changed.
