@@ -2,7 +2,9 @@
 older than the grace period, and whose image no kept tag still points at. Pure.
 
 Only envship's own hash tags (32 hex digits) are ever candidates; moving tags (`latest`, a
-version) are never deleted, and they protect the image they point at. An image whose age is
+version) are never deleted, and they protect the image they point at. The build cache tag
+(`buildcache`) protects nothing: when the image it points at goes, the tag goes with it, and the
+next build of that repository only finds no cache. An image whose age is
 unknown (no `org.opencontainers.image.created` label) is kept.
 """
 
@@ -12,7 +14,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from controller.core.naming import TAG_LENGTH, tag_for
+from controller.core.naming import CACHE_TAG, TAG_LENGTH, tag_for
 
 HASH_TAG = re.compile(rf"[0-9a-f]{{{TAG_LENGTH}}}")
 
@@ -55,7 +57,7 @@ def garbage(
     kept = {  # (repository, digest) that a moving tag or a live hash tag points at
         (info.repository, info.digest)
         for info in tags
-        if not HASH_TAG.fullmatch(info.tag) or info.tag in live
+        if (not HASH_TAG.fullmatch(info.tag) and info.tag != CACHE_TAG) or info.tag in live
     }
     found = [
         info

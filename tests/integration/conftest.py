@@ -11,6 +11,7 @@ import docker
 import docker.errors
 import pytest
 
+from tests.support.buildkit_cli import CLI_KINDS, use_cli
 from tests.support.canaries import record_output
 from tests.support.controller_process import Launcher
 from tests.support.envship import Envship
@@ -115,3 +116,9 @@ def launch(
                 controller.process.kill()
                 controller.process.wait(10)
             record_output(*controller.output())
+
+
+@pytest.fixture(params=CLI_KINDS)
+def cli_kind(request: pytest.FixtureRequest, envship: Envship) -> str:
+    """Run the test once per way the docker CLI builds with BuildKit (`CLI_KINDS`)."""
+    return use_cli(envship, str(request.param))

@@ -25,6 +25,7 @@ import docker
 import docker.errors
 import pytest
 
+from tests.support.buildkit_cli import CLI_KINDS, use_cli
 from tests.support.envship import Envship, Run
 from tests.support.helpers import write
 from tests.support.infra import Certs, Registry, bridge_gateway, make_certs, new_password
@@ -46,6 +47,11 @@ def registry(
     started = Registry(folder, served, "envship", new_password(), address=bridge_gateway(engine))
     yield started.start()
     started.stop()
+    for image in engine.images.list():
+        for tag in image.tags:
+            if tag.startswith(f"{started.host}/"):
+                with contextlib.suppress(docker.errors.APIError):
+                    engine.images.remove(tag, force=True)
 
 
 @pytest.fixture
@@ -81,7 +87,39 @@ def sync(envship: Envship, specs: Path, prefix: str, *extra: str) -> tuple[Run, 
     return run, run.result.stdout + run.result.stderr
 
 
+def build_forget_rebuild(
+    envship: Envship, engine: docker.DockerClient, base: str, folder: Path, prefix: str, *extra: str
+) -> tuple[Run, Run, str]:
+    """Build the environment, forget everything the engine has of it, change its last step
+    and sync again: both runs, and the second's output."""
+    marker = secrets.token_hex(8)  # no earlier run's cache can answer for these builds
+    write(folder, {"app/Dockerfile": DOCKERFILE.format(base=base, marker=marker, version=1)})
+    first, output = sync(envship, folder, prefix, *extra)
+    assert first.actions() == {"app": "built"}, output
+    forget_everything(engine, first)
+    write(folder, {"app/Dockerfile": DOCKERFILE.format(base=base, marker=marker, version=2)})
+    second, output = sync(envship, folder, prefix, *extra)
+    assert second.actions() == {"app": "built"}, output
+    assert "x509" not in output, "the engine does not trust the test CA: see the module's docstring"
+    return first, second, output
+
+
+def inline_cache_of(target: Registry, repository: str) -> dict[str, object]:
+    """The config of the image the repository's `buildcache` tag points at."""
+    manifest = target.session().get(
+        f"{target.url}/v2/{repository}/manifests/buildcache",
+        headers={"Accept": "application/vnd.docker.distribution.manifest.v2+json"},
+        timeout=10,
+    )
+    digest = manifest.json()["config"]["digest"]
+    blob = target.session().get(f"{target.url}/v2/{repository}/blobs/{digest}", timeout=10)
+    config: dict[str, object] = json.loads(blob.content)
+    return config
+
+
+@pytest.mark.parametrize("kind", CLI_KINDS)
 def test_a_fresh_engine_reuses_the_layers_in_the_registry_cache(
+    kind: str,
     cached_envship: Envship,
     public_bases: Registry,
     registry: Registry,
@@ -89,34 +127,18 @@ def test_a_fresh_engine_reuses_the_layers_in_the_registry_cache(
     tmp_path: Path,
 ):
     envship, target = cached_envship, registry
+    use_cli(envship, kind)
+    prefix = f"cache1-{kind}"
     base = f"{public_bases.host}/base/busybox:1"
-    marker = secrets.token_hex(8)  # no earlier run's cache can answer for this build
-    folder = tmp_path / "specs"
-    write(folder, {"app/Dockerfile": DOCKERFILE.format(base=base, marker=marker, version=1)})
-    first, output = sync(envship, folder, "cache1")
-    assert first.actions() == {"app": "built"}, output
-    image = str(first.items["app"]["image"])
-    # the verified image is the repository's cache
-    assert target.manifest_digest("cache1/app", "buildcache") == first.items["app"]["digest"]
-    config = target.session().get(
-        f"{target.url}/v2/cache1/app/manifests/buildcache",
-        headers={"Accept": "application/vnd.docker.distribution.manifest.v2+json"},
-        timeout=10,
-    )
-    config_digest = config.json()["config"]["digest"]
-    blob = target.session().get(f"{target.url}/v2/cache1/app/blobs/{config_digest}", timeout=10)
-    assert "moby.buildkit.cache.v0" in json.loads(blob.content)  # BuildKit's inline cache
-
-    forget_everything(engine, first)
-    write(folder, {"app/Dockerfile": DOCKERFILE.format(base=base, marker=marker, version=2)})
-    second, output = sync(envship, folder, "cache1")
-    assert second.actions() == {"app": "built"}, output
-    assert "x509" not in output, "the engine does not trust the test CA: see the module's docstring"
+    first, second, output = build_forget_rebuild(envship, engine, base, tmp_path / "s", prefix)
+    assert "moby.buildkit.cache.v0" in inline_cache_of(target, f"{prefix}/app")
     assert "importing cache manifest from" in output
-    before, after = layers(target, image), layers(target, str(second.items["app"]["image"]))
+    before = layers(target, str(first.items["app"]["image"]))
+    after = layers(target, str(second.items["app"]["image"]))
     assert after[:-1] == before[:-1]  # the expensive step came from the registry's cache
     assert after[-1] != before[-1]
-    assert target.manifest_digest("cache1/app", "buildcache") == second.items["app"]["digest"]
+    # the verified image is the repository's cache
+    assert target.manifest_digest(f"{prefix}/app", "buildcache") == second.items["app"]["digest"]
 
 
 def test_without_the_cache_a_fresh_engine_builds_every_layer_again(
@@ -128,17 +150,10 @@ def test_without_the_cache_a_fresh_engine_builds_every_layer_again(
 ):
     envship, target = cached_envship, registry
     base = f"{public_bases.host}/base/busybox:1"
-    marker = secrets.token_hex(8)
-    folder = tmp_path / "specs"
-    write(folder, {"app/Dockerfile": DOCKERFILE.format(base=base, marker=marker, version=1)})
-    first, output = sync(envship, folder, "cache2", "--build-cache", "off")
-    assert first.actions() == {"app": "built"}, output
+    first, second, output = build_forget_rebuild(
+        envship, engine, base, tmp_path / "s", "cache2", "--build-cache", "off"
+    )
     assert target.manifest_digest("cache2/app", "buildcache") is None
-
-    forget_everything(engine, first)
-    write(folder, {"app/Dockerfile": DOCKERFILE.format(base=base, marker=marker, version=2)})
-    second, output = sync(envship, folder, "cache2", "--build-cache", "off")
-    assert second.actions() == {"app": "built"}, output
     assert "importing cache manifest" not in output
     before = layers(target, str(first.items["app"]["image"]))
     after = layers(target, str(second.items["app"]["image"]))

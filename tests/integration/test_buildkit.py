@@ -44,15 +44,16 @@ def secret_sync(
 
 
 def test_cache_and_secret_mounts_build_and_push_and_the_secret_stays_out_of_the_image(
-    envship: Envship, public_bases: Registry, target: Registry, tmp_path: Path
+    envship: Envship, public_bases: Registry, target: Registry, tmp_path: Path, cli_kind: str
 ):
+    prefix = f"bk1-{cli_kind}"
     base = f"{public_bases.host}/base/busybox:1"
     # A secret's value is in no cache key: a fresh marker keeps the engine's cache of an earlier
     # run (another secret) from answering for these steps.
     marker = secrets.token_hex(8)
     specs = write(tmp_path / "specs", {"mounts/Dockerfile": MOUNTS.format(base=base, run=marker)})
     value = canary("build-secret")
-    run, output = secret_sync(envship, specs, "bk1", value, "--builder", "buildkit")
+    run, output = secret_sync(envship, specs, prefix, value, "--builder", "buildkit")
     assert run.result.returncode == 0, output
     item = run.items["mounts"]
     assert item["action"] == "built", item
@@ -72,7 +73,7 @@ def test_cache_and_secret_mounts_build_and_push_and_the_secret_stays_out_of_the_
     assert leaks == []
     assert value not in output
 
-    again, _ = secret_sync(envship, specs, "bk1", value, "--builder", "buildkit")
+    again, _ = secret_sync(envship, specs, prefix, value, "--builder", "buildkit")
     assert again.actions() == {"mounts": "up-to-date"}
 
 
@@ -96,8 +97,9 @@ def test_the_classic_builder_refuses_mounts_with_envship_s_own_message(
 
 
 def test_a_failing_run_step_is_the_spec_s_with_its_output(
-    envship: Envship, public_bases: Registry, target: Registry, tmp_path: Path
+    envship: Envship, public_bases: Registry, target: Registry, tmp_path: Path, cli_kind: str
 ):
+    prefix = f"bk3-{cli_kind}"
     base = f"{public_bases.host}/base/busybox:1"
     specs = write(
         tmp_path / "specs",
@@ -108,7 +110,7 @@ def test_a_failing_run_step_is_the_spec_s_with_its_output(
             "syntax/Dockerfile": f"FROM {base}\nRUN --mount=type=nonsense true\n",
         },
     )
-    run = envship.sync(specs, "bk3", "--builder", "buildkit")
+    run = envship.sync(specs, prefix, "--builder", "buildkit")
     assert run.result.returncode == 1
     items = run.items
     assert items["good"]["action"] == "built"
@@ -116,7 +118,7 @@ def test_a_failing_run_step_is_the_spec_s_with_its_output(
         assert items[name]["action"] == "failed", name
         assert str(items[name]["error"]).startswith("build failed: "), items[name]
         assert items[name]["next"] == "fix the spec", name
-        assert target.tags(f"bk3/{name}") == []
+        assert target.tags(f"{prefix}/{name}") == []
     assert "exit code: 7" in str(items["failing"]["error"])
     assert any("boom" in line for line in items["failing"]["log_tail"])  # type: ignore[union-attr]
     assert "not-there.txt" in str(items["missing"]["error"])

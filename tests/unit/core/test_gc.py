@@ -42,3 +42,16 @@ def test_a_repository_still_in_use_keeps_its_newest_image():
         ("envship/removed", "d" * 32),
         ("envship/x", "b" * 32),
     ]
+
+
+def test_the_build_cache_tag_protects_no_image():
+    gone = "envship/removed"  # its environment is gone from the repository
+    tags = [
+        info(OLD, "sha256:old", 2 * DAY, repository=gone),
+        info("buildcache", "sha256:old", 2 * DAY, repository=gone),
+        info("latest", "sha256:kept", 2 * DAY, repository=gone),
+        info("e" * 32, "sha256:kept", 2 * DAY, repository=gone),
+    ]
+    assert garbage(tags, [LIVE], now=NOW, grace=DAY) == [
+        info(OLD, "sha256:old", 2 * DAY, repository=gone)
+    ]
