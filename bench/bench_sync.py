@@ -838,8 +838,9 @@ is tiny and a build is dominated by the engine's fixed costs, not by its content
 - **No-change sync against rebuild-everything, {r.sync_count} environments**: the pipeline
   users run today is a shell script with `docker build -t 127.0.0.1:PORT/ci/NAME:latest DIR &&
   docker push ...` per environment, one after the other (the classic builder, `DOCKER_BUILDKIT=0`,
-  whose output the benchmark checks; envship builds with its default builder). It runs once to warm the engine's cache (every `RUN` step then
-  reports `Using cache`, every layer `already exists` in the registry), then {RUNS} timed runs.
+  whose output the benchmark checks; envship builds with its default builder). It runs once to
+  warm the engine's cache (every `RUN` step then reports `Using cache`, every layer `already
+  exists` in the registry), then {RUNS} timed runs.
   envship: the first `envship sync -o json` (progress on stderr) builds and pushes all
   {r.sync_count} (timed once), then {RUNS} timed runs with nothing changed.
 - **registry requests**: counted from the registry's access log between the start and the end
