@@ -242,6 +242,7 @@ class DockerBuilder:
         build_args: Mapping[str, str] | None = None,
         secrets: Mapping[str, str] | None = None,
         cache_ref: str | None = None,
+        cache_import: bool = True,
         registry_auth: Mapping[str, Mapping[str, str]] | None = None,
     ) -> Built:
         """Build from the in-memory context; the image is tagged `tag` locally.

@@ -530,6 +530,7 @@ class BuildKitBuilder(DockerBuilder):
         build_args: Mapping[str, str] | None = None,
         secrets: Mapping[str, str] | None = None,
         cache_ref: str | None = None,
+        cache_import: bool = True,
         registry_auth: Mapping[str, Mapping[str, str]] | None = None,
     ) -> Built:
         """Build with BuildKit from envship's context; every output line goes to `log` as it
@@ -558,6 +559,8 @@ class BuildKitBuilder(DockerBuilder):
             kind, auths = None, {}
         if kind is not None and cache_ref is not None:
             cache_from, cache_to, cache_args = cache_arguments(cli, kind, cache_ref)
+            if not cache_import:  # nothing there yet: BuildKit would say so as an error
+                cache_from = []
             args |= cache_args
         env |= args
         if cli.mode == "builtin":

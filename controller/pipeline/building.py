@@ -185,6 +185,7 @@ class Builds:
                 created = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
                 emit(f"building {local}", Step.BUILD)
                 secrets = self.build_secrets(rendered.dockerfile)
+                cached = self.options.build_cache and builder.buildkit
                 try:
                     built = builder.build(
                         rendered,
@@ -193,7 +194,8 @@ class Builds:
                         platform=build.platform,
                         log=emit,
                         secrets=secrets,
-                        cache_ref=f"{repository}:{CACHE_TAG}" if self.options.build_cache else None,
+                        cache_ref=f"{repository}:{CACHE_TAG}" if cached else None,
+                        cache_import=cached and self._has_cache(env.repository),
                         registry_auth=self.registry_auth(bases),
                     )
                 except BuildError:
@@ -212,6 +214,13 @@ class Builds:
         if cache == "inline":
             self._keep_as_cache(env.repository, tag, emit)
         return Result(item, "built", digest, log=log, seconds=time.monotonic() - started)
+
+    def _has_cache(self, repository: str) -> bool:
+        """Whether the repository has a build cache to import (a first build has none)."""
+        try:
+            return self.registry.digest(repository, CACHE_TAG, refresh=True) is not None
+        except EnvshipError:
+            return False
 
     def _keep_as_cache(
         self, repository: str, tag: str, emit: Callable[[str, Step | None], None]

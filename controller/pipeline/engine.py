@@ -47,15 +47,16 @@ class Builder(Protocol):
         build_args: Mapping[str, str] | None = None,
         secrets: Mapping[str, str] | None = None,
         cache_ref: str | None = None,
+        cache_import: bool = True,
         registry_auth: Mapping[str, Mapping[str, str]] | None = None,
     ) -> Built:
         """Build from envship's deterministic context; the image is tagged `tag` in the engine.
 
         `secrets` (id -> value) are build secrets (`RUN --mount=type=secret,id=ID`): never an
         argument, an environment variable, a file or a layer. `cache_ref` is where the build
-        imports its cache from and exports it to, where the engine can (`Built.cache` says
-        how it did); `registry_auth` (host -> credentials) what the engine's own pulls and
-        cache transfers need."""
+        exports its cache to, where the engine can (`Built.cache` says how it did), and with
+        `cache_import` (the registry has it) imports it from; `registry_auth` (host ->
+        credentials) is what the engine's own pulls and cache transfers need."""
         ...
 
     def push(self, repository: str, tag: str, auth: Mapping[str, str] | None, log: Log) -> str:
