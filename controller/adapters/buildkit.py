@@ -485,6 +485,8 @@ class BuildKitBuilder(DockerBuilder):
         self._cli: Cli | None = None
         self._lock = threading.Lock()
         self._said: set[str] = set()
+        self._folder: str | None = None
+        self._folder_known = False
 
     def environment(self) -> dict[str, str]:
         from docker.constants import DEFAULT_UNIX_SOCKET  # noqa: PLC0415 - see builder.py
@@ -547,7 +549,7 @@ class BuildKitBuilder(DockerBuilder):
         cache_from: list[str] = []
         cache_to: list[str] = []
         auths = {h: a for h, a in (registry_auth or {}).items() if a}
-        folder = memory_folder(env) if auths else None
+        folder = self._memory_folder(env) if auths else None
         if auths and folder is None:
             self._say_once(
                 log,
@@ -589,6 +591,13 @@ class BuildKitBuilder(DockerBuilder):
         if data is None:
             raise EngineError(f"the built image {tag} is missing from the engine")
         return Built(str(data["Id"]), "\n".join(lines), kind)
+
+    def _memory_folder(self, env: Mapping[str, str]) -> str | None:
+        """`memory_folder`, looked up once (the mounts do not change under a running envship)."""
+        with self._lock:
+            if not self._folder_known:
+                self._folder, self._folder_known = memory_folder(env), True
+            return self._folder
 
     def _say_once(self, log: Log, key: str, text: str) -> None:
         with self._lock:

@@ -399,6 +399,13 @@ class OciRegistry:
         self.remember(repository, tag, digest)
         return digest
 
+    def retag(self, repository: str, reference: str, tag: str) -> str:
+        """Point `tag` at the image `reference` names, in the same repository; its digest."""
+        info = self.image(repository, reference)
+        if info is None:
+            raise RegistryError(f"{repository} lost its image {reference} before tagging")
+        return self.put_manifest(repository, tag, info)
+
     def copy(self, source: str, reference: str, target: str, tag: str) -> str:
         """Copy an image to another repository by mounting its blobs: nothing is downloaded."""
         info = self.image(source, reference)

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from controller.adapters.builder import CHOOSE_BUILDKIT, BuildError, NeedsBuildKit, PushError
 from controller.adapters.redact import redact
 from controller.adapters.registries import RegistryPool
-from controller.adapters.registry import OciRegistry, RegistryError
+from controller.adapters.registry import OciRegistry
 from controller.core.dockerfile import run_mounts
 from controller.core.errors import EnvshipError, RetryLater
 from controller.core.model import base_references
@@ -229,10 +229,7 @@ class Builds:
         repository's cache tag, where the next build of any engine imports it from. A cache
         is an optimisation: when this fails, the build still counts."""
         try:
-            info = self.registry.image(repository, tag)
-            if info is None:
-                raise RegistryError(f"{repository}:{tag} is gone")
-            self.registry.put_manifest(repository, CACHE_TAG, info)
+            self.registry.retag(repository, tag, CACHE_TAG)
         except EnvshipError as exc:
             emit(f"build cache not updated ({CACHE_TAG}): {exc}", None)
 

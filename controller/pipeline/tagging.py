@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from controller.adapters.registry import OciRegistry, RegistryError
+from controller.adapters.registry import OciRegistry
 from controller.core.errors import EnvshipError
 from controller.core.naming import tag_for
 from controller.pipeline.building import InternalError
@@ -46,10 +46,7 @@ def _move(registry: OciRegistry, options: SyncOptions, reporter: Reporter, resul
             current = registry.digest(env.repository, tag, refresh=True)
             if current == result.digest:
                 continue
-            info = registry.image(env.repository, tag_for(result.item.hash or ""))
-            if info is None:
-                raise RegistryError(f"{env.repository} lost its image before tagging")
-            registry.put_manifest(env.repository, tag, info)
+            registry.retag(env.repository, tag_for(result.item.hash or ""), tag)
             reporter.line(env.status_key, f"tagged {tag}", Step.TAG)
         except EnvshipError as exc:
             result.outcome = "failed"
