@@ -54,6 +54,7 @@ class NeedsBuildKit(Misconfigured):
 
 
 CHOOSE_BUILDKIT = "choose BuildKit (builds.builder: buildkit, or --builder buildkit)"
+USE_LOCAL_ENGINE = "builds.engine: local, or --engine local"
 
 
 def refuse_buildkit_features(rendered: Rendered, secrets: Mapping[str, str] | None) -> None:
@@ -164,6 +165,7 @@ class DockerBuilder:
     """Thin, honest wrapper around the engine."""
 
     buildkit = False
+    remote = False
 
     def __init__(self, client: docker.DockerClient | None = None) -> None:
         import docker  # noqa: PLC0415 - see the imports above
@@ -320,6 +322,7 @@ def _split(reference: str) -> tuple[str, str | None]:
 
 
 __all__ = [
+    "USE_LOCAL_ENGINE",
     "BuildError",
     "Built",
     "DockerBuilder",

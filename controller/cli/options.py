@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import click
 
 from controller import compose
+from controller.adapters.acrtasks import ARM, AcrTasksSettings, registry_name
 from controller.adapters.folder import FolderTree
 from controller.adapters.forked import ForkedJobs, usable_cpus
 from controller.adapters.packageindex import PYPI
@@ -239,7 +240,8 @@ def registry_options(required: bool) -> Callable[[Callable[..., Any]], Callable[
 
 BUILD_OPTIONS = (
     "jobs", "moving_tags", "tag_version", "private_indexes", "builder", "docker_cli",
-    "build_secrets", "build_cache",
+    "build_secrets", "build_cache", "engine", "acr_subscription", "acr_resource_group",
+    "acr_registry", "acr_endpoint", "acr_timeout",
 )  # fmt: skip
 SECRET_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
@@ -256,6 +258,42 @@ class BuildArgs:
     docker_cli: str | None = None
     build_secrets: tuple[str, ...] = ()
     build_cache: CacheMode = "auto"
+    engine: Literal["local", "acr"] = "local"
+    acr_subscription: str | None = None
+    acr_resource_group: str | None = None
+    acr_registry: str | None = None
+    acr_endpoint: str | None = None
+    acr_timeout: int | None = None
+
+    def acr(self, target: Target | None) -> AcrTasksSettings | None:
+        """Where ACR Tasks runs are scheduled (--engine acr); None for a local engine."""
+        if self.engine != "acr":
+            if self.acr_subscription or self.acr_resource_group or self.acr_registry:
+                raise click.UsageError(
+                    "--acr-subscription, --acr-resource-group and "
+                    "--acr-registry go with --engine acr"
+                )
+            return None
+        name = self.acr_registry or registry_name(target.host if target else None)
+        subscription, group = self.acr_subscription, self.acr_resource_group
+        if not (subscription and group and name):
+            missing = [
+                option
+                for option, value in (
+                    ("--acr-subscription (or AZURE_SUBSCRIPTION_ID)", subscription),
+                    ("--acr-resource-group", group),
+                    ("--acr-registry (the registry is not NAME.azurecr.io)", name),
+                )
+                if not value
+            ]
+            raise click.UsageError(f"--engine acr needs {', '.join(missing)}")
+        return AcrTasksSettings(
+            subscription=subscription,
+            resource_group=group,
+            registry=name,
+            endpoint=self.acr_endpoint or ARM,
+            timeout=self.acr_timeout or 3600,
+        )
 
     def secrets(self) -> dict[str, SecretRef]:
         """`--build-secret ID=REF` entries -> id: reference."""
@@ -328,6 +366,41 @@ def build_options(f: Callable[..., Any]) -> Callable[..., Any]:
             metavar="ID=REF",
             help="A build secret, as a secret reference (env:NAME, file:PATH, keyvault://...), "
             "for RUN --mount=type=secret,id=ID; needs --builder buildkit (repeatable).",
+        ),
+        click.option(
+            "--engine",
+            type=click.Choice(["local", "acr"]),
+            default="local",
+            show_default=True,
+            help="local: a Docker engine (DOCKER_HOST); acr: ACR Tasks runs on the target "
+            "registry, signed in with Azure's default credential (no engine needed).",
+        ),
+        click.option(
+            "--acr-subscription",
+            envvar="AZURE_SUBSCRIPTION_ID",
+            metavar="ID",
+            help="--engine acr: the registry's subscription (default: AZURE_SUBSCRIPTION_ID).",
+        ),
+        click.option(
+            "--acr-resource-group",
+            metavar="NAME",
+            help="--engine acr: the registry's resource group.",
+        ),
+        click.option(
+            "--acr-registry",
+            metavar="NAME",
+            help="--engine acr: the registry's resource name (default: NAME of NAME.azurecr.io).",
+        ),
+        click.option(
+            "--acr-endpoint",
+            metavar="URL",
+            help=f"--engine acr: Azure Resource Manager (default: {ARM}).",
+        ),
+        click.option(
+            "--acr-timeout",
+            type=click.IntRange(300, 28800),
+            metavar="SECONDS",
+            help="--engine acr: how long a run may take (default: 3600).",
         ),
     ]
     f = collapse(BUILD_OPTIONS, "build", BuildArgs)(f)
@@ -425,6 +498,8 @@ class RegistryArgs:
             docker_cli=build.docker_cli,
             build_secrets=build.secrets(),
             build_cache=build.build_cache,
+            engine=build.engine,
+            acr=build.acr(target),
         )
 
     def sync(

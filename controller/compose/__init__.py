@@ -6,7 +6,7 @@ the controller and its HTTP surface for `envship run`. Nothing is started or rea
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import TYPE_CHECKING, Literal
 from urllib.parse import urlsplit
@@ -18,6 +18,7 @@ from controller.pipeline.options import CacheMode, SyncOptions, Target, default_
 from controller.pipeline.resolve import Resolver
 
 if TYPE_CHECKING:  # a plan without a registry needs none of the build and push machinery
+    from controller.adapters.acrtasks import AcrTasksSettings
     from controller.pipeline.engine import BuilderFactory
     from controller.pipeline.outcome import Reporter
     from controller.pipeline.runner import SyncRunner
@@ -37,7 +38,7 @@ class Wiring:
     index_credentials: Mapping[str, CredentialRefs] = field(default_factory=dict)
     private_indexes: tuple[str, ...] = ()
     jobs: int | None = None
-    """Builds in parallel; None: `default_jobs()`."""
+    """Builds in parallel; None: `Wiring.default_jobs()` (ACR_RUNS for ACR Tasks)."""
     moving_tags: tuple[str, ...] = ()
     tag_version: bool = False
     source: str | None = None
@@ -50,10 +51,28 @@ class Wiring:
     """Build secret id -> reference (BuildKit secrets)."""
     build_cache: CacheMode = "auto"
     """Cache import and export through the target registry (BuildKit)."""
+    engine: Literal["local", "acr"] = "local"
+    """Where builds run: a Docker engine beside envship, or ACR Tasks runs."""
+    acr: AcrTasksSettings | None = None
+    """The registry whose ACR Tasks runs build (engine acr)."""
+
+    def default_jobs(self) -> int:
+        return ACR_RUNS if self.engine == "acr" else default_jobs()
+
+
+ACR_RUNS = 10
+"""ACR Tasks runs at once when nothing says otherwise: each runs on an agent of its own."""
 
 
 def builder_factory(wiring: Wiring) -> BuilderFactory:
     """What makes the engine builds run on, as the settings say."""
+    if wiring.engine == "acr":
+        from controller.adapters.acrtasks import AcrTasksBuilder  # noqa: PLC0415 - acr only
+
+        if wiring.acr is None:
+            raise ValueError("the acr engine needs its registry (builds.acr)")
+        settings = replace(wiring.acr, credential_factory=wiring.registry.credential_factory)
+        return partial(AcrTasksBuilder, settings)
     if wiring.builder == "buildkit":
         from controller.adapters.buildkit import BuildKitBuilder  # noqa: PLC0415 - builds only
 
@@ -81,7 +100,7 @@ def sync_options(
     wiring: Wiring, store: SecretStore, *, dry_run: bool = False, revision: str | None = None
 ) -> SyncOptions:
     return SyncOptions(
-        jobs=wiring.jobs or default_jobs(),
+        jobs=wiring.jobs or wiring.default_jobs(),
         dry_run=dry_run,
         revision=revision,
         resolve_bases=wiring.resolve_bases,

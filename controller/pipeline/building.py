@@ -15,7 +15,13 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
-from controller.adapters.builder import CHOOSE_BUILDKIT, BuildError, NeedsBuildKit, PushError
+from controller.adapters.builder import (
+    CHOOSE_BUILDKIT,
+    USE_LOCAL_ENGINE,
+    BuildError,
+    NeedsBuildKit,
+    PushError,
+)
 from controller.adapters.redact import redact
 from controller.adapters.registries import RegistryPool
 from controller.adapters.registry import OciRegistry
@@ -166,14 +172,15 @@ class Builds:
         local = f"{repository}:{tag}"
         with BUILD_LOCKS.hold(item.hash):
             builder = self.builder()
-            existing = builder.image_labels(local)
+            existing = None if builder.remote else builder.image_labels(local)
             cache = None
             if existing is not None and existing.get(LABEL_HASH) == item.hash:
                 emit(f"reusing the local image {local} (same hash)", Step.REUSE)
             else:
                 pins = dict(build.base_digests)
                 bases = [(ref, pins.get(ref)) for ref in base_references(build)]
-                self._pull_bases(builder, bases, emit)
+                if not builder.remote:
+                    self._pull_bases(builder, bases, emit)
                 self._refuse_private_indexes_without_buildkit(builder, item)
                 rendered = render(
                     build,
@@ -281,9 +288,14 @@ class Builds:
         build = item.env.build
         conda = build.python.conda if build is not None else None
         if self.options.private_indexes and not builder.buildkit and conda and conda.pip:
+            engine, remedy = (
+                ("ACR Tasks' docker build", f"build it with a local engine ({USE_LOCAL_ENGINE})")
+                if builder.remote
+                else ("the classic builder", CHOOSE_BUILDKIT)
+            )
             raise NeedsBuildKit(
-                "private package indexes reach builds only as a BuildKit build secret, and the "
-                f"classic builder has none; {CHOOSE_BUILDKIT}"
+                "private package indexes reach builds only as a BuildKit build secret, and "
+                f"{engine} has none; {remedy}"
             )
 
     def build_secrets(self, dockerfile: str) -> dict[str, str] | None:

@@ -1,7 +1,8 @@
 """What the build step needs of an engine: `Builder`. The classic builder (docker-py,
 `controller.adapters.builder.DockerBuilder`) and BuildKit through the docker CLI
-(`controller.adapters.buildkit.BuildKitBuilder`) implement it; so will a remote engine such as
-ACR Tasks. Importing this module loads no engine library."""
+(`controller.adapters.buildkit.BuildKitBuilder`) implement it, and so do ACR Tasks runs
+(`controller.adapters.acrtasks.AcrTasksBuilder`). Importing this module loads no engine
+library."""
 
 from __future__ import annotations
 
@@ -22,6 +23,11 @@ class Builder(Protocol):
     buildkit: bool
     """Whether builds run through BuildKit (cache and secret mounts): the renderer emits them
     only then."""
+
+    remote: bool
+    """Whether builds run on a service that pulls the bases and pushes the image itself (ACR
+    Tasks): envship pulls nothing into it and reuses no local image, and `push` reports what
+    the run pushed (which the build step still verifies in the registry)."""
 
     def ping(self) -> None:
         """Check, once before the first build, that the engine answers and can build."""
