@@ -6,12 +6,14 @@ from __future__ import annotations
 from functools import partial
 from typing import Any
 
+from controller.adapters.acrtasks import AcrTasksSettings, registry_name
 from controller.adapters.gitsource import GitSettings, GitSource
 from controller.adapters.redact import redact
 from controller.adapters.registries import RegistrySettings
 from controller.adapters.secrets import SecretError, SecretRef, SecretStore
 from controller.compose import Wiring, runner, secret_store, target_of
 from controller.core.discovery import DiscoveryOptions
+from controller.core.errors import Misconfigured
 from controller.core.naming import validate_prefix
 from controller.http.app import WebhookSecrets
 from controller.pipeline.options import Target
@@ -41,6 +43,28 @@ def wiring_of(config: Config, source: str | None = None) -> Wiring:
         docker_cli=builds.docker_cli,
         build_secrets={i: SecretRef.parse(ref) for i, ref in builds.secrets.items()},
         build_cache=builds.cache,
+        engine=builds.engine,
+        acr=acr_settings(config, target),
+    )
+
+
+def acr_settings(config: Config, target: Target) -> AcrTasksSettings | None:
+    """builds.acr, its registry name from the target's login server when not given."""
+    acr = config.builds.acr
+    if config.builds.engine != "acr" or acr is None:
+        return None
+    name = acr.registry or registry_name(target.host)
+    if name is None:
+        raise Misconfigured(
+            f"builds.acr.registry: give the registry's resource name ({target.host} is not "
+            "NAME.azurecr.io)"
+        )
+    return AcrTasksSettings(
+        subscription=acr.subscription,
+        resource_group=acr.resource_group,
+        registry=name,
+        endpoint=acr.endpoint,
+        timeout=acr.timeout,
     )
 
 

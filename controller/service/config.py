@@ -29,6 +29,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from controller.adapters.acrtasks import ARM
 from controller.adapters.packageindex import PYPI
 from controller.adapters.secrets import CredentialRefs, SecretError, SecretRef
 from controller.core.credentials import url_credential
@@ -133,9 +134,39 @@ class Registry(Model):
     base_auth: dict[str, Credentials] = Field(default={}, alias="baseAuth")
 
 
+class AcrTasks(Model):
+    """Where ACR Tasks runs are scheduled (engine: acr)."""
+
+    subscription: str = Field(min_length=1, description="the registry's subscription id")
+    resource_group: str = Field(
+        alias="resourceGroup", min_length=1, description="the registry's resource group"
+    )
+    registry: str | None = Field(
+        default=None,
+        min_length=1,
+        description="the registry's resource name (default: NAME of NAME.azurecr.io)",
+    )
+    endpoint: str = Field(
+        default=ARM,
+        pattern=r"^https://",
+        description="Azure Resource Manager (another cloud's, e.g. "
+        "https://management.usgovcloudapi.net)",
+    )
+    timeout: int = Field(
+        default=3600, ge=300, le=28800, description="seconds a run may take before ACR stops it"
+    )
+
+
 class Builds(Model):
     jobs: int | None = Field(default=None, ge=1, le=64)
-    """Builds in parallel; unset: half the CPUs envship may use (as `envship sync`)."""
+    """Builds in parallel; unset: half the CPUs envship may use (as `envship sync`), or 10
+    ACR Tasks runs with engine: acr."""
+    engine: Literal["local", "acr"] = Field(
+        default="local",
+        description="local: a Docker engine (DOCKER_HOST: the chart's dind sidecar or a remote "
+        "engine); acr: ACR Tasks runs on the target registry (no engine, nothing privileged)",
+    )
+    acr: AcrTasks | None = Field(default=None, description="engine: acr: the registry's resource")
     resolve_base: bool = Field(default=True, alias="resolveBase")
     tags: list[str] = []
     tag_version: bool = Field(default=False, alias="tagVersion")
@@ -174,6 +205,12 @@ class Builds(Model):
         description="build secrets, id: secret reference; a build gets those its Dockerfile "
         "mounts (RUN --mount=type=secret,id=ID); needs builder: buildkit",
     )
+
+    @model_validator(mode="after")
+    def _acr_has_its_registry(self) -> Builds:
+        if self.engine == "acr" and self.acr is None:
+            raise ValueError("engine: acr needs acr: {subscription, resourceGroup}")
+        return self
 
     @field_validator("secrets")
     @classmethod
