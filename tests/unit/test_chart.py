@@ -1,9 +1,11 @@
 """The Helm chart (helm/envship), rendered offline with Helm's own engine (helm-python-sdk).
 
-For every value set in tests/cases/chart/: each manifest validates against Kubernetes' schemas in
-strict mode (one fixed version), Helm's lint passes, the controller container meets Pod Security
-"restricted", docker-in-docker is the only privileged container and gets no token, and the
-rendered config.yaml is one the controller loads. The values schema refuses malformed values;
+For every value set (tests/cases/chart/, the acr value set below and the examples in
+deploy/azure/): each manifest validates against Kubernetes' schemas in strict mode (one fixed
+version), Helm's lint passes, the controller container meets Pod Security "restricted",
+docker-in-docker is the only privileged container and gets no token, and the rendered
+config.yaml is one the controller loads. With engine.mode acr there is no engine container at
+all and every container is "restricted". The values schema refuses malformed values;
 its `config` part is what scripts/chart-schema makes from the configuration model, and the
 chart's defaults of configuration keys are the model's.
 """
@@ -46,6 +48,7 @@ from tests.support.paths import CASES, ROOT
 CHART = ROOT / "helm" / "envship"
 CASES_DIR = CASES / "chart"
 AKS_EXAMPLE = ROOT / "deploy" / "azure" / "values-aks.yaml"
+AKS_ACR_EXAMPLE = ROOT / "deploy" / "azure" / "values-aks-acr.yaml"
 
 KUBE_VERSION = "1.31.0"
 """Every manifest is validated against this Kubernetes version's schemas (and linted for it)."""
@@ -60,13 +63,37 @@ CASES = (
     "replicas",
     "monitoring-ingress",
     "secrets-store-csi",
+    "acr",
     "aks-example",
+    "aks-acr-example",
 )
 EXAMPLE_IDS = {
     "clientId": "11111111-2222-3333-4444-555555555555",
     "tenantId": "66666666-7777-8888-9999-000000000000",
 }
-"""What docs/deploy.md passes with --set along with deploy/azure/values-aks.yaml."""
+"""What docs/deploy.md passes with --set along with deploy/azure/values-aks*.yaml."""
+EXAMPLES = {"aks-example": AKS_EXAMPLE, "aks-acr-example": AKS_ACR_EXAMPLE}
+"""The documented examples in deploy/azure/, rendered with EXAMPLE_IDS."""
+
+ACR_CONFIG: dict[str, Any] = {
+    "git": {"url": "https://github.com/team/ml-environments.git"},
+    "registry": {"url": "myacr.azurecr.io/ml", "acrIdentity": True},
+    "builds": {
+        "engine": "acr",
+        "acr": {"subscription": "22222222-3333-4444-5555-666666666666", "resourceGroup": "ml"},
+    },
+}
+INLINE_CASES: dict[str, dict[str, Any]] = {
+    # The least engine.mode acr needs: ACR Tasks in the configuration, and the identity that
+    # schedules the runs.
+    "acr": {
+        "config": ACR_CONFIG,
+        "engine": {"mode": "acr"},
+        "azureWorkloadIdentity": {"enabled": True, "clientId": EXAMPLE_IDS["clientId"]},
+    },
+}
+"""Value sets kept here rather than in tests/cases/chart/."""
+ACR_CASES = ("acr", "aks-acr-example")
 CRD_KINDS = frozenset({"ServiceMonitor", "SecretProviderClass"})
 """Custom resources: Kubernetes has no schema for them, so their shape is asserted instead."""
 
@@ -90,11 +117,13 @@ def chart() -> helm_python.Chart:
 
 
 def case_values(case: str) -> Values:
-    """tests/cases/chart/CASE.yaml, or ("aks-example") the documented example with its --set
-    values."""
-    path = AKS_EXAMPLE if case == "aks-example" else CASES_DIR / f"{case}.yaml"
+    """tests/cases/chart/CASE.yaml, an inline value set, or (EXAMPLES) a documented example with
+    its --set values."""
+    if case in INLINE_CASES:
+        return copy.deepcopy(INLINE_CASES[case])
+    path = EXAMPLES.get(case, CASES_DIR / f"{case}.yaml")
     values: Values = yaml.safe_load(path.read_text(encoding="utf-8"))
-    if case == "aks-example":
+    if case in EXAMPLES:
         values["azureWorkloadIdentity"].update(EXAMPLE_IDS)
     return values
 
@@ -238,11 +267,15 @@ def restricted_violations(pod: dict[str, Any], c: dict[str, Any]) -> list[str]:
 
 
 def test_cases_are_all_listed() -> None:
-    assert sorted(p.stem for p in CASES_DIR.glob("*.yaml")) == sorted(set(CASES) - {"aks-example"})
+    assert sorted(p.stem for p in CASES_DIR.glob("*.yaml")) == sorted(
+        set(CASES) - set(EXAMPLES) - set(INLINE_CASES)
+    )
+    assert set(ACR_CASES) == {c for c in CASES if case_values(c)["engine"]["mode"] == "acr"}
 
 
-def test_aks_example_needs_the_identity_ids() -> None:
-    values: Values = yaml.safe_load(AKS_EXAMPLE.read_text(encoding="utf-8"))
+@pytest.mark.parametrize("example", sorted(EXAMPLES))
+def test_aks_example_needs_the_identity_ids(example: str) -> None:
+    values: Values = yaml.safe_load(EXAMPLES[example].read_text(encoding="utf-8"))
     with pytest.raises(helm_python.HelmValuesError, match="/azureWorkloadIdentity/clientId"):
         chart().validate_schema(values)
     values["azureWorkloadIdentity"].update(EXAMPLE_IDS)
@@ -482,6 +515,101 @@ def test_remote_engine() -> None:
     }
 
 
+ENGINE_ENV = ("DOCKER_HOST", "DOCKER_TLS_VERIFY", "DOCKER_CERT_PATH")
+ENGINE_VOLUMES = ("docker-socket", "docker-data", "docker-tls")
+
+
+@pytest.mark.parametrize("case", ACR_CASES)
+def test_acr_renders_no_engine(case: str) -> None:
+    manifests = rendered(case)
+    pod = pod_spec(manifests)
+    # one container, the controller: no sidecar, no init container
+    assert [c["name"] for c in all_containers(pod)] == [CONTROLLER]
+    assert "initContainers" not in pod
+    controller = container(pod, CONTROLLER)
+    assert [name for name in env(controller) if name in ENGINE_ENV] == []
+    assert not any(name.startswith("DOCKER_") for name in env(controller))
+    # no engine socket, data or TLS client certificate
+    assert [v for v in ENGINE_VOLUMES if v in volumes(pod)] == []
+    assert [m for m in ENGINE_VOLUMES if m in mounts(controller)] == []
+    assert not [m for m in controller["volumeMounts"] if "docker" in m["mountPath"]]
+    assert not [v for v in pod["volumes"] if "secret" in v]
+    annotations = one(manifests, "Deployment")["spec"]["template"]["metadata"]["annotations"]
+    assert "azure.workload.identity/skip-containers" not in annotations
+    # the controller is told to build with ACR Tasks, on the registry's resource
+    builds = rendered_config(manifests)["builds"]
+    assert builds["engine"] == "acr"
+    assert builds["acr"]["subscription"]
+    assert builds["acr"]["resourceGroup"]
+
+
+def test_the_engine_volumes_and_environment_are_what_the_other_modes_render() -> None:
+    """What test_acr_renders_no_engine looks for is there in the other modes: its checks can
+    fail."""
+    dind = pod_spec(rendered("dind"))
+    remote = pod_spec(rendered("remote"))
+    assert {"docker-socket", "docker-data"} <= volumes(dind).keys()
+    assert "docker-tls" in volumes(remote)
+    assert "secret" in volumes(remote)["docker-tls"]
+    assert set(ENGINE_ENV) <= env(container(remote, CONTROLLER)).keys()
+    assert "DOCKER_HOST" in env(container(dind, CONTROLLER))
+    assert [c["name"] for c in all_containers(dind)] == [DIND, CONTROLLER]
+
+
+@pytest.mark.parametrize("case", ACR_CASES)
+def test_acr_every_container_is_restricted(case: str) -> None:
+    pod = pod_spec(rendered(case))
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert pod["automountServiceAccountToken"] is False
+    assert not any(pod.get(h) for h in ("hostNetwork", "hostPID", "hostIPC"))
+    containers = all_containers(pod)
+    assert containers
+    for c in containers:
+        sc = c["securityContext"]
+        assert sc.get("privileged", False) is False, c["name"]
+        assert sc["runAsNonRoot"] is True, c["name"]
+        assert sc["runAsUser"] != 0, c["name"]
+        assert sc["allowPrivilegeEscalation"] is False, c["name"]
+        assert sc["capabilities"] == {"drop": ["ALL"]}, c["name"]
+        assert sc["seccompProfile"] == {"type": "RuntimeDefault"}, c["name"]
+        assert sc["readOnlyRootFilesystem"] is True, c["name"]
+        assert restricted_violations(pod, c) == [], c["name"]
+
+
+@pytest.mark.parametrize(
+    ("change", "violation"),
+    [
+        (lambda sc: sc.update(privileged=True), "privileged"),
+        (lambda sc: sc.update(allowPrivilegeEscalation=True), "allowPrivilegeEscalation"),
+        (lambda sc: sc.update(runAsNonRoot=False), "runAsNonRoot"),
+        (lambda sc: sc.update(capabilities={"add": ["SYS_ADMIN"]}), "capabilities"),
+        (lambda sc: sc.update(seccompProfile={"type": "Unconfined"}), "seccompProfile"),
+    ],
+)
+def test_the_restricted_check_catches_a_weakened_acr_pod(
+    change: Callable[[dict[str, Any]], None], violation: str
+) -> None:
+    pod = pod_spec(rendered("acr"))
+    controller = container(pod, CONTROLLER)
+    assert restricted_violations(pod, controller) == []
+    change(controller["securityContext"])
+    assert any(violation in p for p in restricted_violations(pod, controller))
+
+
+@pytest.mark.parametrize("case", ACR_CASES)
+def test_acr_schedules_runs_with_the_workload_identity(case: str) -> None:
+    manifests = rendered(case)
+    account = one(manifests, "ServiceAccount")
+    annotations = account["metadata"]["annotations"]
+    assert annotations["azure.workload.identity/client-id"] == EXAMPLE_IDS["clientId"]
+    template = one(manifests, "Deployment")["spec"]["template"]
+    assert template["metadata"]["labels"]["azure.workload.identity/use"] == "true"
+    assert template["spec"]["serviceAccountName"] == account["metadata"]["name"]
+    # the workload identity webhook may inject into every container: there is only envship's
+    assert [c["name"] for c in all_containers(template["spec"])] == [CONTROLLER]
+
+
 def test_replicas_turn_leader_election_on() -> None:
     manifests = rendered("replicas")
     assert one(manifests, "Deployment")["spec"]["replicas"] == 3
@@ -681,6 +809,17 @@ def test_notes_tell_the_webhook_url_and_how_to_see_status() -> None:
     assert "relay the webhooks and manual triggers" in replicas
     assert "not Ready" not in replicas
     assert "tcp://builder.build.svc.cluster.local:2376" in remote
+    acr = render_files(case_values("acr"))["NOTES.txt"]
+    assert "Build engine: acr." in acr
+    assert "ACR Tasks runs on registry myacr (resource group ml," in acr
+    assert 'the pod meets Pod Security "restricted"' in acr
+    assert EXAMPLE_IDS["clientId"] in acr
+    assert "RUN --mount" in acr
+    assert "docker:dind" not in acr
+    named = render_files(
+        case_values("acr") | {"config": ACR_CONFIG | {"registry": {"url": "ml.example.org/p"}}}
+    )
+    assert "runs on registry (set config.builds.acr.registry)" in named["NOTES.txt"]
 
 
 # -- refusals ------------------------------------------------------------------------------------
@@ -818,6 +957,40 @@ RENDER_REFUSALS: list[tuple[str, Values, str]] = [
         "lease-renewal-too-long",
         {"leaderElection": {"enabled": True, "renewDeadlineSeconds": 15}},
         "renewDeadlineSeconds",
+    ),
+    (
+        "acr-mode-with-a-local-engine",
+        INLINE_CASES["acr"] | {"config": case_values("defaults")["config"]},
+        "engine.mode acr renders no Docker engine: set config.builds.engine to acr (it is local)",
+    ),
+    (
+        "acr-mode-with-builds-engine-local",
+        INLINE_CASES["acr"]
+        | {
+            "config": ACR_CONFIG
+            | {"builds": {"engine": "local", "acr": ACR_CONFIG["builds"]["acr"]}}
+        },
+        "set config.builds.engine to acr (it is local)",
+    ),
+    (
+        "acr-mode-without-its-registry",
+        INLINE_CASES["acr"] | {"config": ACR_CONFIG | {"builds": {"engine": "acr"}}},
+        "engine.mode acr needs config.builds.acr",
+    ),
+    (
+        "acr-mode-without-workload-identity",
+        INLINE_CASES["acr"] | {"azureWorkloadIdentity": {"enabled": False}},
+        "set azureWorkloadIdentity.enabled to true",
+    ),
+    (
+        "acr-builds-with-dind",
+        {"config": ACR_CONFIG},
+        "config.builds.engine acr builds with ACR Tasks: set engine.mode to acr (it is dind)",
+    ),
+    (
+        "acr-builds-with-remote",
+        case_values("remote") | {"config": ACR_CONFIG},
+        "set engine.mode to acr (it is remote)",
     ),
 ]
 

@@ -58,6 +58,35 @@ app.kubernetes.io/component: controller
 {{/* The name of the docker-in-docker sidecar (also the workload identity skip list). */}}
 {{- define "envship.dindName" -}}dind{{- end }}
 
+{{/* The engine the controller builds with (config.builds.engine), as its model defaults it. */}}
+{{- define "envship.buildsEngine" -}}
+{{- dig "builds" "engine" "local" .Values.config }}
+{{- end }}
+
+{{/*
+engine.mode and config.builds.engine must agree: acr (ACR Tasks runs, no engine in the pod) goes
+with builds.engine acr, dind and remote (a Docker engine) with local. Nothing is set for the
+user: a mismatch fails with what to change. acr also needs the registry's resource and the pod's
+Entra identity, which schedules the runs.
+*/}}
+{{- define "envship.checkEngine" -}}
+{{- $builds := include "envship.buildsEngine" . }}
+{{- if eq .Values.engine.mode "acr" }}
+{{- if ne $builds "acr" }}
+{{- fail (printf "engine.mode acr renders no Docker engine: set config.builds.engine to acr (it is %s), with config.builds.acr {subscription, resourceGroup}, so the controller builds with ACR Tasks" $builds) }}
+{{- end }}
+{{- $acr := (.Values.config.builds | default dict).acr }}
+{{- if not $acr }}
+{{- fail "engine.mode acr needs config.builds.acr: {subscription, resourceGroup} (and registry unless config.registry.url is NAME.azurecr.io): where ACR Tasks runs are scheduled" }}
+{{- end }}
+{{- if not .Values.azureWorkloadIdentity.enabled }}
+{{- fail "engine.mode acr schedules ACR Tasks runs with the pod's Microsoft Entra identity: set azureWorkloadIdentity.enabled to true and azureWorkloadIdentity.clientId (docs/deploy.md)" }}
+{{- end }}
+{{- else if eq $builds "acr" }}
+{{- fail (printf "config.builds.engine acr builds with ACR Tasks: set engine.mode to acr (it is %s), which renders no Docker engine" .Values.engine.mode) }}
+{{- end }}
+{{- end }}
+
 {{- define "envship.configPath" -}}/etc/envship/config.yaml{{- end }}
 {{- define "envship.dockerSocketDir" -}}/run/docker{{- end }}
 {{- define "envship.dockerTlsDir" -}}/var/run/secrets/envship/docker-tls{{- end }}
