@@ -20,6 +20,7 @@ import gzip
 import json
 import random
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
@@ -47,6 +48,9 @@ if TYPE_CHECKING:
     from azure.mgmt.containerregistrytasks.models import Run, RunProperties
 
 ARM = "https://management.azure.com"
+RETRIES = 3
+"""The SDK's own retries of a request; throttled schedules are then backed off by envship,
+which says so in the environment's progress (the SDK would wait silently)."""
 TERMINAL = {"Succeeded", "Failed", "Canceled", "Error", "Timeout"}
 
 
@@ -145,6 +149,13 @@ def _properties(run: Run) -> RunProperties:
     if run.properties is None:
         raise AcrTasksError("ACR Tasks answered with a run without its properties")
     return run.properties
+
+
+def _run_status(run: Run) -> str:
+    """The run's status as ACR names it (`Succeeded`): the SDK's enum is a str whose str() is
+    its Python name."""
+    status = _properties(run).status
+    return str(getattr(status, "value", status) or "")
 
 
 def _platform(platform: str) -> dict[str, str]:
@@ -285,6 +296,7 @@ class AcrTasksBuilder:
                     self.settings.credential_factory(),
                     self.settings.subscription,
                     base_url=self.settings.endpoint,
+                    retry_total=RETRIES,
                 )
             return self._client
 
@@ -354,7 +366,7 @@ class AcrTasksBuilder:
         finally:
             with self._lock:
                 self._active.discard(run_id)
-        status = str(_properties(run).status)
+        status = _run_status(run)
         if status == "Succeeded":
             digest = self._digest_of(run, repository, image_tag)
             if digest is None:
@@ -477,7 +489,12 @@ class AcrTasksBuilder:
         said_queued = False
         ended_polls = 0
         failures = 0
+        # ACR stops a run at its timeout; a run that has not ended well after that (its queue
+        # wait included) is one envship stops watching, so that no build waits forever.
+        deadline = time.monotonic() + 2 * s.timeout + 3600
         while True:
+            if time.monotonic() > deadline:
+                raise AcrTasksError(f"ACR Tasks run {run_id} did not end; retrying later")
             try:
                 with self._call("reading the run"):
                     run = self.client.runs.get(s.resource_group, s.registry, run_id)
@@ -488,7 +505,7 @@ class AcrTasksBuilder:
                     raise
                 run = None
             if run is not None:
-                status = str(_properties(run).status)
+                status = _run_status(run)
                 if status == "Queued" and not said_queued:
                     log(f"run {run_id} is waiting for an agent")
                     said_queued = True
