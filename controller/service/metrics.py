@@ -54,6 +54,14 @@ class Metrics:
         self.builds = Counter(
             "envship_builds_total", "Environment builds by outcome.", ["outcome"], registry=r
         )
+        self.environment_build_seconds = Gauge(
+            "envship_environment_build_seconds",
+            "One series per environment: how long its last build took (on a local engine, or "
+            "its ACR Tasks run with scheduling, upload and log streaming), and how it ended.",
+            ["name", "outcome"],
+            registry=r,
+        )
+        self._last_build: dict[str, tuple[str, str]] = {}
         self.environment_info = Gauge(
             "envship_environment_info",
             "One series per environment, set to 1: its phase, revision and hash.",
@@ -110,12 +118,22 @@ class Metrics:
         self.reconcile_duration.observe(max(0.0, seconds))
         self.reconciles.labels(result=_label(result)).inc()
 
-    def observe_build(self, outcome: str, seconds: float | None = None) -> None:
+    def observe_build(
+        self, outcome: str, seconds: float | None = None, name: str | None = None
+    ) -> None:
         """One environment's build/copy ended (`outcome`: built, copied, failed, ...); its
-        duration is observed when given."""
+        duration is observed when given, and kept as the environment's last build."""
         self.builds.labels(outcome=_label(outcome)).inc()
         if seconds is not None:
             self.build_duration.observe(max(0.0, seconds))
+            if name is not None:
+                labels = (_label(name), _label(outcome))
+                with self._lock:
+                    old = self._last_build.get(name)
+                    if old is not None and old != labels:
+                        self.environment_build_seconds.remove(*old)
+                    self.environment_build_seconds.labels(*labels).set(max(0.0, seconds))
+                    self._last_build[name] = labels
 
     def git_request(self, kind: str) -> None:
         """One request to the git remote (`kind`: e.g. ls-remote, fetch, clone)."""
@@ -157,6 +175,12 @@ class Metrics:
             old = self._info.pop(name, None)
             if old is not None:
                 self.environment_info.remove(*old)
+            self._forget_build(name)
+
+    def _forget_build(self, name: str) -> None:
+        last = self._last_build.pop(name, None)
+        if last is not None:
+            self.environment_build_seconds.remove(*last)
 
     def set_environments(self, environments: Iterable[Mapping[str, Any]]) -> None:
         """Make the info series exactly these environments (dicts as in a status snapshot:
@@ -177,6 +201,8 @@ class Metrics:
                 self._set(name, labels)
             for name in [n for n in self._info if n not in seen]:
                 self.environment_info.remove(*self._info.pop(name))
+            for name in [n for n in self._last_build if n not in seen]:
+                self._forget_build(name)
 
     def exposition(self) -> bytes:
         """The Prometheus text format (`CONTENT_TYPE`)."""

@@ -479,9 +479,9 @@ class Reconciler:
         name = item.env.status_key
         extra = {**run.context, "env": name}
         if result.outcome in ("built", "copied"):
-            self.metrics.observe_build(result.outcome, result.seconds)
+            self.metrics.observe_build(result.outcome, result.seconds, name)
         elif result.outcome == "failed":
-            self.metrics.observe_build("failed", result.seconds or None)
+            self.metrics.observe_build("failed", result.seconds or None, name)
         if result.outcome in DONE:
             self._retries.pop(name, None)
             self._held.pop(name, None)
