@@ -60,4 +60,7 @@ def configure(level: int | str = logging.INFO, stream: IO[str] | None = None) ->
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
+    # The Azure SDK logs every HTTP request and response at INFO (ACR Tasks' status polls, Key
+    # Vault reads): noise, and URLs whose SAS signatures only its own policy redacts.
+    logging.getLogger("azure").setLevel(max(logging.WARNING, root.level))
     return handler

@@ -86,6 +86,8 @@ class Run:
     outputs: list[dict[str, str]] = field(default_factory=list)
     cancelled: threading.Event = field(default_factory=threading.Event)
     log_requests: int = 0
+    scheduled_at: float = field(default_factory=time.monotonic)
+    ended_at: float | None = None
 
     def body(self, resource: str) -> dict[str, Any]:
         props: dict[str, Any] = {
@@ -138,6 +140,9 @@ class AcrTasksStandIn:
     requests: Counter[str] = field(default_factory=Counter)
     schedule_bodies: list[bytes] = field(default_factory=list)
     runs: dict[str, Run] = field(default_factory=dict)
+    running: int = 0
+    peak: int = 0
+    """The most runs that were building at once."""
     _blobs: dict[str, Blob] = field(default_factory=dict)
     _key: bytes = field(default_factory=lambda: secrets.token_bytes(32))
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
@@ -403,6 +408,9 @@ class AcrTasksStandIn:
                 self._end(run, log, "Canceled", None)
                 return
             run.status, run.started = "Running", _now()
+            with self._lock:
+                self.running += 1
+                self.peak = max(self.peak, self.running)
             began = time.monotonic()
             timeout = float(run.request.get("timeout") or 3600)
             if self.start_delay:
@@ -431,7 +439,11 @@ class AcrTasksStandIn:
             self._end(run, log, "Succeeded", None)
 
     def _end(self, run: Run, log: str, status: str, error: str | None) -> None:
+        if run.started is not None:
+            with self._lock:
+                self.running -= 1
         run.status, run.error, run.finished = status, error, _now()
+        run.ended_at = time.monotonic()
         self._complete(log, "successful" if status == "Succeeded" else "failed")
 
     def _build(self, run: Run, log: str, outcome: dict[str, Any]) -> None:
