@@ -309,7 +309,8 @@ class AcrTasksBuilder:
             next(iter(self.client.runs.list(s.resource_group, s.registry, top=1)), None)
 
     def close(self) -> None:
-        """Cancel the runs still going (a shutdown), then let go of the connections."""
+        """Cancel the runs still going (a shutdown), then let go of the connections. The
+        builder serves again afterwards (the controller keeps one across reconciles)."""
         s = self.settings
         self._closed.set()
         with self._lock:
@@ -352,6 +353,9 @@ class AcrTasksBuilder:
         registry credentials; the run signs in to its own registry by itself. No registry
         cache: ACR Tasks keeps no layers between runs (Azure/acr#204)."""
         refuse_buildkit_features(rendered, secrets)
+        with self._lock:
+            if not self._active:  # a close() before has cancelled all it had to: serve again
+                self._closed.clear()
         host, repository, image_tag, _digest = split_reference(tag)
         if image_tag is None:
             raise PushError(f"no tag to build: {tag}")

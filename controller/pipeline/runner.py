@@ -97,6 +97,11 @@ class SyncRunner:
         return None
 
     def close(self) -> None:
+        """Let go of the registry clients and the engine; builds still going are stopped (an
+        ACR Tasks run is cancelled, so that it is not billed for an image nobody verifies)."""
+        if self._builder is not None:
+            self._builder.close()
+            self._builder = None
         if self._pool is not None:
             self._pool.close()
             self._pool = None

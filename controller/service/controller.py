@@ -243,7 +243,12 @@ class Controller:
         if worker is not None:
             worker.join(max(0.0, grace))
             if worker.is_alive():
-                log.warning("a reconcile is still running after the %.0f s grace period", grace)
+                log.warning(
+                    "a reconcile is still running after the %.0f s grace period; its builds "
+                    "are stopped (ACR Tasks runs cancelled)",
+                    grace,
+                )
+                self.runner.close()
                 return False
         with self._cond:
             self._finished = True

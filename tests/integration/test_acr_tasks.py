@@ -403,3 +403,28 @@ def test_closing_the_engine_cancels_the_runs_in_flight(
     (result,) = outcome
     assert result.outcome == "failed"  # type: ignore[attr-defined]
     assert str(result.failure.policy) == "retry later"  # type: ignore[attr-defined]
+
+
+def test_one_engine_serves_sync_after_sync_as_the_controller_keeps_it(
+    acr: AcrTasksStandIn, entra: EntraIssuer, target: Registry, certs: Certs,
+    public_bases: Registry, tmp_path: Path, trusting_ca: None,
+):  # fmt: skip
+    lines: list[str] = []
+    first, made = in_process_sync(acr, entra, target, certs, lines)
+    shared = first.builds.builder()  # the controller's runner hands every sync the same one
+    outcomes = []
+    base = f"{public_bases.host}/base/busybox:1"
+    for round_ in ("one", "two"):
+        dockerfile = f"FROM {base}\nRUN echo {round_}\n"
+        specs = write(tmp_path / round_, {f"{round_}/Dockerfile": dockerfile})
+        sync, _ = in_process_sync(acr, entra, target, certs, lines)
+        sync.builds._builder_factory = lambda: shared
+        outcomes += [
+            r.outcome
+            for r in sync.run(discover(FolderTree(specs), DiscoveryOptions(prefix="acrin")))
+        ]
+        sync.close()  # as each reconcile's sync does: the shared builder is closed, then reused
+    record_output(*lines)
+    assert outcomes == ["built", "built"]
+    assert acr.requests["scheduled"] == 2
+    assert made  # the first sync's factory made the shared builder
