@@ -32,6 +32,7 @@ from controller.pipeline.sync import Sync
 from tests.support.acrtasks_standin import AcrTasksStandIn
 from tests.support.azure_cli import AzureCli
 from tests.support.canaries import record_output
+from tests.support.controller_process import Launcher, wait_until
 from tests.support.envship import Envship, Run
 from tests.support.identity import EntraIssuer, IssuingCredential
 from tests.support.infra import Certs, Registry
@@ -428,3 +429,38 @@ def test_one_engine_serves_sync_after_sync_as_the_controller_keeps_it(
     assert outcomes == ["built", "built"]
     assert acr.requests["scheduled"] == 2
     assert made  # the first sync's factory made the shared builder
+
+
+def test_the_controller_builds_on_acr_tasks_with_no_engine_and_reports_each_run(
+    launch: Launcher, acr: AcrTasksStandIn, az: AzureCli, certs: Certs, target: Registry,
+):  # fmt: skip
+    files = {
+        "envs/one/Dockerfile": f"FROM {launch.base}\nRUN echo one\n",
+        "envs/bad/Dockerfile": f"FROM {launch.base}\nRUN exit 4\n",
+    }
+    builds = {
+        "engine": "acr",
+        "acr": {"subscription": acr.subscription, "resourceGroup": acr.resource_group,
+                "registry": acr.name, "endpoint": acr.endpoint},
+    }  # fmt: skip
+    controller, _upstream, _secret = launch(
+        files, builds=builds, env={"DOCKER_HOST": NO_ENGINE, **az.env(certs.ca_file)}
+    )
+    wait_until(
+        lambda: {e["phase"] for e in controller.envs().values()} >= {"Ready", "Stalled"},
+        180, "both environments reconciled", controller,
+    )  # fmt: skip
+    status = controller.status()
+    assert status["engine"] == {"usable": True, "error": None}  # ACR Tasks answers: no engine
+    envs = controller.envs()
+    one, bad = envs["one"], envs["bad"]
+    assert one["phase"] == "Ready"
+    repository, tag = one["image"].split("/", 1)[1].rsplit(":", 1)
+    assert target.manifest_digest(repository, tag) == one["digest"]
+    assert one["build_seconds"] > 0
+    assert bad["phase"] == "Stalled"
+    assert "ACR Tasks run cb" in bad["last_error"]
+    assert bad["next"] == "fix the spec"
+    assert controller.metric("envship_environment_build_seconds", outcome="built") > 0
+    assert controller.metric("envship_environment_build_seconds", outcome="failed") > 0
+    assert acr.requests["scheduled"] == 2

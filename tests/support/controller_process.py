@@ -92,7 +92,13 @@ class Launcher:
     started: list[Controller]
 
     def __call__(
-        self, files: dict[str, Content], *, grace: float = GRACE, resolve_base: bool = True
+        self,
+        files: dict[str, Content],
+        *,
+        grace: float = GRACE,
+        resolve_base: bool = True,
+        builds: dict[str, Any] | None = None,
+        env: dict[str, str] | None = None,
     ) -> tuple[Controller, Upstream, str]:
         """`envship run` on a new bare repository holding `files` (specs under envs/)."""
         folder = self.tmp_path / f"run{len(self.started)}"
@@ -116,7 +122,7 @@ class Launcher:
                     "password": "env:ENVSHIP_TEST_PASS",
                 },
             },
-            "builds": {"jobs": 2, "resolveBase": resolve_base},
+            "builds": {"jobs": 2, "resolveBase": resolve_base, **(builds or {})},
             # Long enough that only the webhooks of the test trigger reconciles.
             "intervals": {"reconcile": 600, "resync": 3600, "jitter": 0.05, "grace": grace},
             "http": {"port": port},
@@ -126,8 +132,9 @@ class Launcher:
         config_file.write_text(yaml.safe_dump(config))
         home = folder / "home"
         home.mkdir()
-        env = {
+        environment = {
             **os.environ,
+            **(env or {}),
             "HOME": str(home),
             "ENVSHIP_TEST_USER": self.target.username or "",
             "ENVSHIP_TEST_PASS": self.target.password or "",
@@ -139,9 +146,9 @@ class Launcher:
                 [sys.executable, "-m", "controller.cli", "run", "--config", str(config_file)],
                 stdout=out,
                 stderr=err,
-                env=env,
+                env=environment,
                 cwd=ROOT,
             )
-        controller = Controller(process, f"http://127.0.0.1:{port}", stdout, stderr, env)
+        controller = Controller(process, f"http://127.0.0.1:{port}", stdout, stderr, environment)
         self.started.append(controller)
         return controller, upstream, hook_secret
