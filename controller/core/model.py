@@ -112,6 +112,10 @@ class Environment:
     key: str | None = None
     """What status and metrics know it by when its name alone is not unique (see
     `discovery.names`); None: its name."""
+    description: str | None = None
+    """The spec's description (v2 YAML), carried to Azure ML when publishing; not hashed."""
+    tags: tuple[tuple[str, str], ...] = ()
+    """The spec's tags (v2 YAML), carried to Azure ML when publishing; not hashed."""
 
     @property
     def ok(self) -> bool:

@@ -9,6 +9,8 @@ The pre-GA shape (`docker.image`, `conda_file: file:...`) is refused with the mo
 from __future__ import annotations
 
 import posixpath
+from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from controller.core.conda import CondaSpec, is_conda_document, parse_conda
@@ -178,14 +180,30 @@ def read_aml_v2(view: TreeView, path: str, doc: Any, *, check_from: bool = True)
         else:
             setup = PythonSetup("conda", "python", _conda(view, doc, path, files))
         build = BuildSpec(python=setup, base_image=image, platform=platform)
-        return Environment(name, "aml-v2", path, tuple(files), version, build)
+        return _described(Environment(name, "aml-v2", path, tuple(files), version, build), doc)
 
     if doc.get("conda_file") is not None:
         raise SpecError(
             path, "conda_file goes with 'image'; with 'build', install packages in the Dockerfile"
         )
     build, context_files = _build(view, doc, path, platform, check_from=check_from)
-    return Environment(name, "aml-v2", path, (*files, *context_files), version, build)
+    env = Environment(name, "aml-v2", path, (*files, *context_files), version, build)
+    return _described(env, doc)
+
+
+def _described(env: Environment, doc: Mapping[str, Any]) -> Environment:
+    """`env` with the YAML's description and tags (what publishing carries to Azure ML)."""
+    raw = doc.get("description")
+    description = str(raw).strip() if isinstance(raw, str | int | float) else None
+    tags = doc.get("tags")
+    if tags is None:
+        tags = {}
+    if not isinstance(tags, Mapping) or not all(
+        isinstance(v, str | int | float | bool) for v in tags.values()
+    ):
+        raise SpecError(env.path, "tags must map names to strings or numbers")
+    pairs = tuple(sorted((str(k), str(v)) for k, v in tags.items()))
+    return replace(env, description=description, tags=pairs)
 
 
 def _build(

@@ -103,3 +103,22 @@ def test_a_registered_version_is_the_same_only_with_the_same_digest():
     assert not same_image(f"myacr.azurecr.io/ml/sklearn-env@sha256:{'0' * 64}", wanted)
     assert not same_image("myacr.azurecr.io/ml/sklearn-env:latest", wanted)
     assert not same_image(None, wanted)
+
+
+def test_a_v2_environment_s_description_and_tags_are_read_and_bad_tags_refused(tmp_path):  # type: ignore[no-untyped-def]
+    from controller.adapters.folder import FolderTree  # noqa: PLC0415
+    from controller.core.discovery import DiscoveryOptions, discover  # noqa: PLC0415
+
+    (tmp_path / "good.yml").write_text(
+        "name: described\nversion: 2\nimage: base:1\n"
+        "description: Scikit-learn for training\ntags: {team: ml, tier: 3}\n"
+    )
+    (tmp_path / "bad.yml").write_text("name: bad-tags\nimage: base:1\ntags: [a, b]\n")
+    envs = {e.name: e for e in discover(FolderTree(tmp_path), DiscoveryOptions(prefix="p"))}
+    good = envs["described"]
+    assert good.description == "Scikit-learn for training"
+    assert good.tags == (("team", "ml"), ("tier", "3"))
+    bad = envs["bad-tags"]
+    assert bad.error is not None
+    assert "bad.yml" in str(bad.error)
+    assert "tags must map names to strings or numbers" in str(bad.error)
