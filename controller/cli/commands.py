@@ -24,6 +24,7 @@ from controller.cli.options import (
     console,
     discovery_options,
     print_errors,
+    publish_settings,
     registry_options,
     say,
     short,
@@ -166,6 +167,7 @@ def result_json(result: Result) -> dict[str, Any]:
         "error": result.error,
         "next": str(result.policy) if result.policy is not None else None,
         "seconds": round(result.seconds, 3),
+        "azureml": result.asset,
         "log_tail": result.log[-LOG_TAIL:],
     }
 
@@ -180,6 +182,17 @@ def result_json(result: Result) -> dict[str, Any]:
 @click.option(
     "--revision", help="org.opencontainers.image.revision (default: the checkout's HEAD)."
 )
+@click.option(
+    "--publish-workspace",
+    metavar="SUBSCRIPTION/RESOURCE_GROUP/WORKSPACE",
+    help="Register each verified image as an Azure ML environment version there (by digest; "
+    "the spec's version, or one from the content hash); needs envship's azureml extra.",
+)
+@click.option(
+    "--publish-endpoint",
+    metavar="URL",
+    help="Azure Resource Manager for --publish-workspace (default: Azure's public cloud).",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No build output, only the summary.")
 @click.option("--output", "-o", type=click.Choice(["table", "json"]), default="table")
 def sync_command(
@@ -190,6 +203,8 @@ def sync_command(
     dry_run: bool,
     source: str | None,
     revision: str | None,
+    publish_workspace: str | None,
+    publish_endpoint: str | None,
     quiet: bool,
     output: str,
 ) -> None:
@@ -207,6 +222,7 @@ def sync_command(
         source=source or origin.source,
         revision=revision or origin.revision,
         dry_run=dry_run,
+        publish=publish_settings(publish_workspace, publish_endpoint),
     )
     try:
         results = sync.run(found)

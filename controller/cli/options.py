@@ -3,6 +3,7 @@ to a command as one object, and the helpers that print tables and short referenc
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import re
 import sys
@@ -14,6 +15,7 @@ import click
 
 from controller import compose
 from controller.adapters.acrtasks import ARM, AcrTasksSettings, registry_name
+from controller.adapters.azureml import AzureMLSettings
 from controller.adapters.folder import FolderTree
 from controller.adapters.forked import ForkedJobs, usable_cpus
 from controller.adapters.packageindex import PYPI
@@ -511,15 +513,30 @@ class RegistryArgs:
         source: str | None = None,
         revision: str | None = None,
         dry_run: bool = False,
+        publish: AzureMLSettings | None = None,
     ) -> Sync:
         """A sync against the target, with the secret store the credentials come from."""
-        wiring = self.wiring(target, build, source)
+        wiring = dataclasses.replace(self.wiring(target, build, source), publish=publish)
         return compose.sync(wiring, reporter, dry_run=dry_run, revision=revision)
 
     def resolver(self) -> Resolver:
         """What `plan`, `hash` and `render` resolve with when no target is given: the base
         image registries' own credentials (`--base-auth`), anonymous elsewhere."""
         return compose.resolver(self.wiring(None))
+
+
+def publish_settings(workspace: str | None, endpoint: str | None) -> AzureMLSettings | None:
+    """`--publish-workspace SUBSCRIPTION/RESOURCE_GROUP/WORKSPACE` as settings."""
+    if not workspace:
+        if endpoint:
+            raise click.UsageError("--publish-endpoint goes with --publish-workspace")
+        return None
+    parts = workspace.strip("/").split("/")
+    if len(parts) != 3 or not all(parts):
+        raise click.UsageError("--publish-workspace: give SUBSCRIPTION/RESOURCE_GROUP/WORKSPACE")
+    if endpoint is not None and not endpoint.startswith("https://"):
+        raise click.UsageError("--publish-endpoint: give an https:// URL")
+    return AzureMLSettings(parts[0], parts[1], parts[2], endpoint=endpoint)
 
 
 def short(content: str | None) -> str:

@@ -19,8 +19,10 @@ from controller.pipeline.resolve import Resolver
 
 if TYPE_CHECKING:  # a plan without a registry needs none of the build and push machinery
     from controller.adapters.acrtasks import AcrTasksSettings
+    from controller.adapters.azureml import AzureMLSettings
     from controller.pipeline.engine import BuilderFactory
     from controller.pipeline.outcome import Reporter
+    from controller.pipeline.publishing import Publishing
     from controller.pipeline.runner import SyncRunner
     from controller.pipeline.sync import Sync
 
@@ -55,6 +57,8 @@ class Wiring:
     """Where builds run: a Docker engine beside envship, or ACR Tasks runs."""
     acr: AcrTasksSettings | None = None
     """The registry whose ACR Tasks runs build (engine acr)."""
+    publish: AzureMLSettings | None = None
+    """The Azure ML workspace each verified image is registered in as an environment version."""
 
     def default_jobs(self) -> int:
         return ACR_RUNS if self.engine == "acr" else default_jobs()
@@ -80,6 +84,16 @@ def builder_factory(wiring: Wiring) -> BuilderFactory:
     from controller.adapters.builder import DockerBuilder  # noqa: PLC0415 - builds only
 
     return DockerBuilder
+
+
+def publisher(wiring: Wiring) -> Publishing | None:
+    """What registers verified images in Azure ML, when configured."""
+    if wiring.publish is None:
+        return None
+    from controller.adapters.azureml import AzureMLPublisher  # noqa: PLC0415 - publishing only
+
+    settings = replace(wiring.publish, credential_factory=wiring.registry.credential_factory)
+    return AzureMLPublisher(settings)
 
 
 def secret_store(wiring: Wiring) -> SecretStore:
@@ -134,7 +148,9 @@ def sync(
     store = secret_store(wiring)
     options = sync_options(wiring, store, dry_run=dry_run, revision=revision)
     pool = RegistryPool(wiring.registry, store)
-    return Sync(target_of(wiring), pool, options, reporter, builder_factory(wiring))
+    return Sync(
+        target_of(wiring), pool, options, reporter, builder_factory(wiring), publisher(wiring)
+    )
 
 
 def resolver(wiring: Wiring) -> Resolver:
@@ -163,6 +179,7 @@ __all__ = [
     "Wiring",
     "builder_factory",
     "package_index",
+    "publisher",
     "resolver",
     "runner",
     "secret_store",

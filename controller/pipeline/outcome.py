@@ -32,6 +32,7 @@ class Step(StrEnum):
     PUSHED = "pushed"
     COPY = "copy"
     TAG = "tag"
+    PUBLISH = "publish"
     DELETE = "delete"
     FAILED = "failed"
 
@@ -48,6 +49,8 @@ class Result:
     failure: Failure | None = None
     log: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    asset: str | None = None
+    """The Azure ML environment version its image is registered as, when publishing."""
 
     @property
     def error(self) -> str | None:

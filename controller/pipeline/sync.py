@@ -3,6 +3,7 @@
     plan   (resolve bases and placeholders, check the registry, decide: `planning`)
       -> build  (build + push + verify, copy across repositories: `building`)
       -> tag    (moving tags after verified pushes only: `tagging`)
+      -> publish (Azure ML environment versions, when configured: `publishing`)
 
 Garbage collection (`collect`) is apart: the controller runs it after a full resync.
 
@@ -26,6 +27,7 @@ from controller.pipeline.building import Builds
 from controller.pipeline.engine import BuilderFactory
 from controller.pipeline.options import SyncOptions, Target
 from controller.pipeline.outcome import Reporter, Result
+from controller.pipeline.publishing import Publishing, publish, say_would_publish
 from controller.pipeline.resolve import Resolver
 from controller.pipeline.tagging import move_tags
 
@@ -38,6 +40,7 @@ class Sync:
         options: SyncOptions,
         reporter: Reporter | None = None,
         builder_factory: BuilderFactory = DockerBuilder,
+        publisher: Publishing | None = None,
     ) -> None:
         self.target = target
         self.pool = pool
@@ -48,6 +51,7 @@ class Sync:
         )
         self.reporter = reporter or Reporter()
         self.builds = Builds(target.host, pool, options, self.reporter, builder_factory)
+        self.publisher = publisher
 
     def run(self, envs: Sequence[Environment]) -> list[Result]:
         """plan -> build -> tag; a dry run stops after the plan."""
@@ -55,10 +59,14 @@ class Sync:
         self._say_plan(items)
         results = {id(item): planned(item) for item in items}
         if self.options.dry_run:
+            if self.publisher is not None:
+                say_would_publish(self.reporter, items)
             return list(results.values())
         self.builds.run(items, results)
         final = [results[id(item)] for item in items]
         move_tags(self.registry, self.options, self.reporter, final)
+        if self.publisher is not None:
+            publish(self.publisher, self.options, self.reporter, final)
         return final
 
     def plan(self, envs: Sequence[Environment]) -> list[PlanItem]:

@@ -1,0 +1,165 @@
+"""`envship sync --publish-workspace`: each verified image registered as an Azure ML environment
+version by digest, through the real azure-ai-ml client against a stand-in that speaks Azure ML's
+REST protocol for environment versions (tests/support/azureml_standin.py). Builds run on the real
+engine and push to the real TLS + basic-auth registry; envship signs in through the Azure CLI
+stand-in, as on a laptop."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.azure_cli import AzureCli
+from tests.support.azureml_standin import AzureMLStandIn
+from tests.support.envship import Envship, Run
+from tests.support.identity import EntraIssuer
+from tests.support.infra import Certs, Registry
+
+
+def write(folder: Path, files: dict[str, str]) -> Path:
+    for name, text in files.items():
+        path = folder / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return folder
+
+
+@pytest.fixture
+def entra() -> EntraIssuer:
+    return EntraIssuer()
+
+
+@pytest.fixture
+def aml(certs: Certs, entra: EntraIssuer) -> Iterator[AzureMLStandIn]:
+    standin = AzureMLStandIn(certs, entra).start()
+    yield standin
+    standin.stop()
+
+
+@pytest.fixture
+def az(tmp_path: Path, entra: EntraIssuer) -> AzureCli:
+    return AzureCli(tmp_path / "az", entra)
+
+
+def sync(
+    envship: Envship, specs: Path, prefix: str, aml: AzureMLStandIn, az: AzureCli, certs: Certs,
+    *extra: str,
+) -> Run:  # fmt: skip
+    args = ["--publish-workspace", aml.workspace_arg, "--publish-endpoint", aml.endpoint, *extra]
+    return envship.sync(specs, prefix, *args, env=envship.env(**az.env(certs.ca_file)))
+
+
+def specs_on(folder: Path, base: str, marker: str = "one") -> Path:
+    return write(
+        folder,
+        {
+            "sklearn.yml": (
+                "name: sklearn-env\nversion: '3'\nbuild:\n  path: ctx\n"
+                "description: Scikit-learn for training\ntags: {team: ml}\n"
+            ),
+            "ctx/Dockerfile": f"FROM {base}\nRUN echo {marker} > /marker\n",
+            "plain/Dockerfile": f"FROM {base}\nRUN echo plain > /plain\n",
+        },
+    )
+
+
+def test_verified_images_are_registered_once_by_digest_with_the_spec_s_mapping(
+    envship: Envship, aml: AzureMLStandIn, az: AzureCli, certs: Certs,
+    public_bases: Registry, target: Registry, tmp_path: Path,
+):  # fmt: skip
+    specs = specs_on(tmp_path / "specs", f"{public_bases.host}/base/busybox:1")
+    first = sync(envship, specs, "aml1", aml, az, certs)
+    assert first.result.returncode == 0, first.result.stderr
+    items = first.items
+    assert {n: i["action"] for n, i in items.items()} == {"sklearn-env": "built", "plain": "built"}
+    assert aml.requests["put"] == 2
+    sklearn, plain = items["sklearn-env"], items["plain"]
+    stored = aml.versions[("sklearn-env", "3")]
+    image = str(sklearn["image"]).rsplit(":", 1)[0]
+    assert stored["image"] == f"{image}@{sklearn['digest']}"  # by digest, never a tag
+    assert stored["description"] == "Scikit-learn for training"
+    assert stored["tags"]["team"] == "ml"
+    assert stored["tags"]["envship.hash"] == sklearn["hash"]
+    assert "condaFile" not in stored  # Azure ML has nothing to build
+    derived = "h" + str(plain["hash"]).removeprefix("sha256:")[:12]
+    assert ("plain", derived) in aml.versions
+    assert sklearn["azureml"] == (
+        f"azureml://subscriptions/{aml.subscription}/resourcegroups/{aml.resource_group}"
+        f"/workspaces/{aml.workspace}/environments/sklearn-env/versions/3"
+    )
+    assert "[sklearn-env] published as azureml:sklearn-env:3" in first.result.stderr
+
+    again = sync(envship, specs, "aml1", aml, az, certs)
+    assert again.result.returncode == 0, again.result.stderr
+    assert set(again.actions().values()) == {"up-to-date"}
+    assert aml.requests["put"] == 2  # a re-run registers nothing
+    assert "[plain] already published as azureml:plain:" in again.result.stderr
+    assert again.items["plain"]["azureml"] == plain["azureml"]
+
+
+def test_a_version_registered_with_another_image_is_never_overwritten(
+    envship: Envship, aml: AzureMLStandIn, az: AzureCli, certs: Certs,
+    public_bases: Registry, tmp_path: Path,
+):  # fmt: skip
+    base = f"{public_bases.host}/base/busybox:1"
+    specs = specs_on(tmp_path / "specs", base)
+    assert sync(envship, specs, "aml2", aml, az, certs).result.returncode == 0
+    before = dict(aml.versions[("sklearn-env", "3")])
+    specs_on(specs, base, marker="changed")  # new content, same version '3'
+    run = sync(envship, specs, "aml2", aml, az, certs)
+    assert run.result.returncode == 1
+    item = run.items["sklearn-env"]
+    assert item["action"] == "failed"
+    assert item["next"] == "fix the spec"
+    assert "versions are immutable: bump the spec's version" in str(item["error"])
+    assert aml.versions[("sklearn-env", "3")] == before
+    assert run.items["plain"]["action"] == "up-to-date"  # the others carry on
+
+
+@pytest.mark.parametrize(
+    ("faults", "policy", "words"),
+    [
+        ([401], "operator must act", "Azure ML refused envship's identity"),
+        ([403], "operator must act", "may not register environments"),
+        ([429, 429, 429], "retry later", "Azure ML failed"),
+        ([500, 503, 502], "retry later", "Azure ML failed"),
+    ],
+)
+def test_service_failures_fail_the_environment_and_the_next_sync_publishes_once(
+    envship: Envship, aml: AzureMLStandIn, az: AzureCli, certs: Certs,
+    public_bases: Registry, tmp_path: Path, faults: list[int], policy: str, words: str,
+):  # fmt: skip
+    specs = write(
+        tmp_path / "specs", {"app/Dockerfile": f"FROM {public_bases.host}/base/busybox:1\n"}
+    )
+    prefix = f"aml3{faults[0]}"
+    aml.fail_next = list(faults)
+    failed = sync(envship, specs, prefix, aml, az, certs)
+    assert failed.result.returncode == 1
+    item = failed.items["app"]
+    assert item["action"] == "failed"
+    assert item["next"] == policy
+    assert words in str(item["error"])
+    assert item["digest"]  # the image was pushed and verified; only publishing failed
+    assert aml.versions == {}
+
+    # pushed, not published (as when the controller dies in between): the next sync publishes
+    again = sync(envship, specs, prefix, aml, az, certs)
+    assert again.result.returncode == 0, again.result.stderr
+    assert again.items["app"]["action"] == "up-to-date"
+    assert aml.requests["put"] == 1
+    assert len(aml.versions) == 1
+
+
+def test_a_dry_run_lists_what_would_be_registered_and_registers_nothing(
+    envship: Envship, aml: AzureMLStandIn, az: AzureCli, certs: Certs,
+    public_bases: Registry, tmp_path: Path,
+):  # fmt: skip
+    specs = specs_on(tmp_path / "specs", f"{public_bases.host}/base/busybox:1")
+    run = sync(envship, specs, "aml4", aml, az, certs, "--dry-run")
+    assert run.result.returncode == 0, run.result.stderr
+    assert "[sklearn-env] would publish as azureml:sklearn-env:3" in run.result.stderr
+    assert "[plain] would publish as azureml:plain:h" in run.result.stderr
+    assert sum(aml.requests.values()) == 0
