@@ -171,7 +171,11 @@ def runner(wiring: Wiring, store: SecretStore | None = None) -> SyncRunner:
     settings = wiring.registry
     options = sync_options(wiring, store)
     return SyncRunner(
-        target_of(wiring), lambda: RegistryPool(settings, store), options, builder_factory(wiring)
+        target_of(wiring),
+        lambda: RegistryPool(settings, store),
+        options,
+        builder_factory(wiring),
+        publisher(wiring),
     )
 
 

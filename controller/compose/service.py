@@ -7,6 +7,7 @@ from functools import partial
 from typing import Any
 
 from controller.adapters.acrtasks import AcrTasksSettings, registry_name
+from controller.adapters.azureml import AzureMLSettings
 from controller.adapters.gitsource import GitSettings, GitSource
 from controller.adapters.redact import redact
 from controller.adapters.registries import RegistrySettings
@@ -45,6 +46,19 @@ def wiring_of(config: Config, source: str | None = None) -> Wiring:
         build_cache=builds.cache,
         engine=builds.engine,
         acr=acr_settings(config, target),
+        publish=publish_settings(config),
+    )
+
+
+def publish_settings(config: Config) -> AzureMLSettings | None:
+    workspace = config.publish.azureml
+    if workspace is None:
+        return None
+    return AzureMLSettings(
+        subscription=workspace.subscription,
+        resource_group=workspace.resource_group,
+        workspace=workspace.workspace,
+        endpoint=workspace.endpoint,
     )
 
 

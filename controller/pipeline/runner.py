@@ -16,6 +16,7 @@ from controller.core.model import Environment
 from controller.pipeline.engine import Builder, BuilderFactory
 from controller.pipeline.options import SyncOptions, Target
 from controller.pipeline.outcome import Reporter, Result
+from controller.pipeline.publishing import Publishing
 from controller.pipeline.sync import Sync
 
 log = logging.getLogger("envship.sync")
@@ -31,8 +32,10 @@ class SyncRunner:
         pool_factory: Callable[[], RegistryPool],
         options: SyncOptions,
         builder_factory: BuilderFactory = DockerBuilder,
+        publisher: Publishing | None = None,
     ) -> None:
         self.target = target
+        self.publisher = publisher
         self.pool_factory = pool_factory
         self.options = options
         self._builder_factory = builder_factory
@@ -60,7 +63,9 @@ class SyncRunner:
                 self._pool.close()
             self._pool = self.pool_factory()
         options = replace(self.options, revision=revision, held=held)
-        sync = Sync(self.target, self._pool, options, reporter, self._shared_builder)
+        sync = Sync(
+            self.target, self._pool, options, reporter, self._shared_builder, self.publisher
+        )
         before = sync.registry.requests_made
         try:
             return sync.run(envs)

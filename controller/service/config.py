@@ -272,6 +272,30 @@ class Gc(Model):
     dry_run: bool = Field(default=True, alias="dryRun")
 
 
+class AzureMLWorkspace(Model):
+    """The Azure ML workspace verified images are registered in as environment versions."""
+
+    subscription: str = Field(min_length=1, description="the workspace's subscription id")
+    resource_group: str = Field(
+        alias="resourceGroup", min_length=1, description="the workspace's resource group"
+    )
+    workspace: str = Field(min_length=1, description="the workspace's name")
+    endpoint: str | None = Field(
+        default=None,
+        pattern=r"^https://",
+        description="Azure Resource Manager of another cloud (default: Azure's public cloud)",
+    )
+
+
+class Publish(Model):
+    azureml: AzureMLWorkspace | None = Field(
+        default=None,
+        description="register each verified image as an Azure ML environment version (needs "
+        "envship's azureml extra: build the image with --build-arg EXTRAS='leader-election "
+        "azureml')",
+    )
+
+
 class Secrets(Model):
     ttl: float = Field(default=300.0, ge=0)
 
@@ -334,11 +358,22 @@ class Config(BaseSettings):
     http: Http = Http()
     webhooks: Webhooks = Webhooks()
     gc: Gc = Gc()
+    publish: Publish = Publish()
     secrets: Secrets = Secrets()
     # Not `leader_election` with an alias: pydantic-settings would read an alias from the bare
     # environment variable LEADERELECTION (no prefix), and a file's `leaderElection` would hide
     # ENVSHIP_LEADER_ELECTION__*. Spelt as in the file, it is ENVSHIP_LEADERELECTION__<KEY>.
     leaderElection: LeaderElection = LeaderElection()
+
+    @model_validator(mode="after")
+    def _gc_keeps_published_images(self) -> Config:
+        if self.gc.enabled and not self.gc.dry_run and self.publish.azureml is not None:
+            raise ValueError(
+                "gc deleting tags and publish.azureml together are refused: garbage collection "
+                "does not yet know which images Azure ML environment versions name (set "
+                "gc.dryRun: true, or leave gc off)"
+            )
+        return self
 
     @classmethod
     def settings_customise_sources(

@@ -497,6 +497,8 @@ class Reconciler:
                 "next_retry": None,
                 "next": None,
             }
+            if result.asset is not None:
+                changes["azureml"] = result.asset
             if result.outcome != "up-to-date":
                 changes["build_seconds"] = round(result.seconds, 3)
                 log.info("%s %s@%s", result.outcome, item.image, result.digest, extra=extra)

@@ -64,6 +64,8 @@ class EnvStatus:
     last_transition: str | None = None
     """UTC ISO time of the last phase change; set by the board."""
     build_seconds: float | None = None
+    azureml: str | None = None
+    """The Azure ML environment version its image is registered as (publish.azureml)."""
     attempts: int = 0
     """Failed attempts since the last success (drives the backoff)."""
     next_retry: str | None = None
@@ -89,6 +91,7 @@ class EnvStatus:
             "last_error": _text(self.last_error),
             "last_transition": _text(self.last_transition),
             "build_seconds": self.build_seconds,
+            "azureml": _text(self.azureml),
             "attempts": self.attempts,
             "next_retry": _text(self.next_retry),
             "next": self.next,

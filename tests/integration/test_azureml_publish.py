@@ -13,6 +13,7 @@ import pytest
 
 from tests.support.azure_cli import AzureCli
 from tests.support.azureml_standin import AzureMLStandIn
+from tests.support.controller_process import Launcher, wait_until
 from tests.support.envship import Envship, Run
 from tests.support.identity import EntraIssuer
 from tests.support.infra import Certs, Registry
@@ -163,3 +164,28 @@ def test_a_dry_run_lists_what_would_be_registered_and_registers_nothing(
     assert "[sklearn-env] would publish as azureml:sklearn-env:3" in run.result.stderr
     assert "[plain] would publish as azureml:plain:h" in run.result.stderr
     assert sum(aml.requests.values()) == 0
+
+
+def test_the_controller_publishes_what_it_pushed_once_the_service_answers_again(
+    launch: Launcher, aml: AzureMLStandIn, az: AzureCli, certs: Certs,
+):  # fmt: skip
+    aml.fail_next = [500, 500, 500]  # the first publish fails after the push: as if killed then
+    publish = {
+        "azureml": {"subscription": aml.subscription, "resourceGroup": aml.resource_group,
+                    "workspace": aml.workspace, "endpoint": aml.endpoint},
+    }  # fmt: skip
+    controller, _upstream, _secret = launch(
+        {"envs/app/Dockerfile": f"FROM {launch.base}\nRUN echo app\n"},
+        env=az.env(certs.ca_file),
+        extra={"publish": publish},
+    )
+    wait_until(
+        lambda: controller.envs()["app"]["phase"] == "Ready", 180, "app published", controller
+    )
+    app = controller.envs()["app"]
+    derived = "h" + str(app["hash"]).removeprefix("sha256:")[:12]
+    assert app["azureml"].endswith(f"/environments/app/versions/{derived}")
+    assert aml.requests["failed 500"] == 3
+    assert aml.requests["put"] == 1  # published once, on the retry
+    image = app["image"].rsplit(":", 1)[0]
+    assert aml.versions[("app", derived)]["image"] == f"{image}@{app['digest']}"

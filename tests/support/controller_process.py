@@ -99,6 +99,7 @@ class Launcher:
         resolve_base: bool = True,
         builds: dict[str, Any] | None = None,
         env: dict[str, str] | None = None,
+        extra: dict[str, Any] | None = None,
     ) -> tuple[Controller, Upstream, str]:
         """`envship run` on a new bare repository holding `files` (specs under envs/)."""
         folder = self.tmp_path / f"run{len(self.started)}"
@@ -128,6 +129,7 @@ class Launcher:
             "http": {"port": port},
             "webhooks": {"github": "env:ENVSHIP_TEST_HOOK"},
         }
+        config.update(extra or {})
         config_file = folder / "cfg.yaml"
         config_file.write_text(yaml.safe_dump(config))
         home = folder / "home"

@@ -151,3 +151,19 @@ def test_envship_s_own_build_secret_id_cannot_be_configured(tmp_path: Path):
     cached = wiring_of(load(write(tmp_path, MINIMAL + "builds:\n  cache: inline\n")))
     assert cached.build_cache == "inline"
     assert wiring_of(load(write(tmp_path, MINIMAL))).build_cache == "auto"
+
+
+def test_publishing_to_azure_ml_is_wired_and_refused_beside_a_deleting_gc(tmp_path: Path):
+    publish = (
+        "publish:\n  azureml: {subscription: s, resourceGroup: g, workspace: w,"
+        " endpoint: 'https://management.example'}\n"
+    )
+    wiring = wiring_of(load(write(tmp_path, MINIMAL + publish)))
+    assert wiring.publish is not None
+    assert (wiring.publish.subscription, wiring.publish.resource_group) == ("s", "g")
+    assert wiring.publish.workspace == "w"
+    assert wiring.publish.endpoint == "https://management.example"
+    assert wiring_of(load(write(tmp_path, MINIMAL))).publish is None
+    with pytest.raises(ConfigError, match=r"gc deleting tags and publish\.azureml together"):
+        load(write(tmp_path, MINIMAL + publish + "gc: {enabled: true, dryRun: false}\n"))
+    load(write(tmp_path, MINIMAL + publish + "gc: {enabled: true, dryRun: true}\n"))
