@@ -161,6 +161,22 @@ class AzureMLPublisher:
             raise self._error(exc, f"registering {wanted.name}:{wanted.version}") from None
         return Published(asset_id, created=True)
 
+    def registered_images(self) -> set[str]:
+        """Every image a version in the workspace names (what garbage collection must keep)."""
+        from azure.core.exceptions import AzureError  # noqa: PLC0415 - publishing only
+
+        client = self._ml_client()
+        images: set[str] = set()
+        try:
+            names = sorted({str(c.name) for c in client.environments.list() if c.name})
+            for name in names:
+                for version in client.environments.list(name=name):
+                    if version.image:
+                        images.add(str(version.image).strip())
+        except AzureError as exc:
+            raise self._error(exc, "listing environment versions") from None
+        return images
+
     def asset_id(self, wanted: AzureMLVersion) -> str:
         s = self.settings
         return (

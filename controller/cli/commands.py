@@ -390,9 +390,22 @@ def newest_image(sync: Sync, repository: str) -> tuple[str, dict[str, str]] | No
     help="Seconds an image must be old before its tag may be deleted.",
 )
 @click.option("--dry-run", is_flag=True, help="List what would be deleted; delete nothing.")
+@click.option(
+    "--publish-workspace",
+    metavar="SUBSCRIPTION/RESOURCE_GROUP/WORKSPACE",
+    help="Keep every image an Azure ML environment version there names.",
+)
+@click.option("--publish-endpoint", metavar="URL", help="Azure Resource Manager of another cloud.")
 @click.option("--output", "-o", type=click.Choice(["table", "json"]), default="table")
 def gc_command(
-    path: str, discovery: Discovery, target: RegistryArgs, grace: float, dry_run: bool, output: str
+    path: str,
+    discovery: Discovery,
+    target: RegistryArgs,
+    grace: float,
+    dry_run: bool,
+    publish_workspace: str | None,
+    publish_endpoint: str | None,
+    output: str,
 ) -> None:
     """Delete hash tags whose hash no environment in PATH has any more (after a grace period).
 
@@ -410,7 +423,9 @@ def gc_command(
             f"{len(refused)} environment(s) refused ({refused[0].error}); fix them before gc"
         )
     reporter = Reporter(lambda line: say(line, err=True))
-    sync = target.sync(where, reporter=reporter)
+    sync = target.sync(
+        where, reporter=reporter, publish=publish_settings(publish_workspace, publish_endpoint)
+    )
     try:
         found = sync.garbage(envs, grace)
     except (RegistryError, SecretError) as exc:

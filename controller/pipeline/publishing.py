@@ -24,6 +24,8 @@ class Publishing(Protocol):
 
     def asset_id(self, wanted: AzureMLVersion) -> str: ...
 
+    def registered_images(self) -> set[str]: ...
+
 
 def wanted_version(result: Result, options: SyncOptions) -> AzureMLVersion | None:
     """What `result`'s environment should be registered as; None when it has no verified image."""

@@ -18,7 +18,8 @@ from collections.abc import Sequence
 
 from controller.adapters.builder import DockerBuilder
 from controller.adapters.registries import RegistryPool
-from controller.core.errors import Failure
+from controller.adapters.registry import RegistryError
+from controller.core.errors import EnvshipError, Failure
 from controller.core.gc import TagInfo
 from controller.core.model import Environment
 from controller.core.plan import PlanItem
@@ -80,7 +81,17 @@ class Sync:
         return planning.resolved(self.resolver, envs)
 
     def garbage(self, envs: Sequence[Environment], grace: float) -> list[TagInfo]:
-        return collect.find_garbage(self.resolver, self.registry, self.target.prefix, envs, grace)
+        """Hash tags to delete; with publishing, none whose image an Azure ML environment
+        version names (a job may still use it), and none at all when those cannot be read."""
+        found = collect.find_garbage(self.resolver, self.registry, self.target.prefix, envs, grace)
+        if self.publisher is None or not found:
+            return found
+        try:
+            named = self.publisher.registered_images()
+        except EnvshipError as exc:
+            raise RegistryError(f"Azure ML: {exc}; not collecting garbage") from None
+        host = self.target.host
+        return [t for t in found if f"{host}/{t.repository}@{t.digest}" not in named]
 
     def delete(self, found: Sequence[TagInfo]) -> list[str]:
         return collect.delete(self.registry, self.reporter, found)

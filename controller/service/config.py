@@ -365,16 +365,6 @@ class Config(BaseSettings):
     # ENVSHIP_LEADER_ELECTION__*. Spelt as in the file, it is ENVSHIP_LEADERELECTION__<KEY>.
     leaderElection: LeaderElection = LeaderElection()
 
-    @model_validator(mode="after")
-    def _gc_keeps_published_images(self) -> Config:
-        if self.gc.enabled and not self.gc.dry_run and self.publish.azureml is not None:
-            raise ValueError(
-                "gc deleting tags and publish.azureml together are refused: garbage collection "
-                "does not yet know which images Azure ML environment versions name (set "
-                "gc.dryRun: true, or leave gc off)"
-            )
-        return self
-
     @classmethod
     def settings_customise_sources(
         cls,

@@ -6,6 +6,7 @@ stand-in, as on a laptop."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -189,3 +190,30 @@ def test_the_controller_publishes_what_it_pushed_once_the_service_answers_again(
     assert aml.requests["put"] == 1  # published once, on the retry
     image = app["image"].rsplit(":", 1)[0]
     assert aml.versions[("app", derived)]["image"] == f"{image}@{app['digest']}"
+
+
+def test_gc_keeps_an_image_a_registered_version_names(
+    envship: Envship, aml: AzureMLStandIn, az: AzureCli, certs: Certs,
+    public_bases: Registry, target: Registry, tmp_path: Path,
+):  # fmt: skip
+    base = f"{public_bases.host}/base/busybox:1"
+    specs = write(tmp_path / "specs", {"app/Dockerfile": f"FROM {base}\nRUN echo v1 > /v\n"})
+    first = sync(envship, specs, "aml5", aml, az, certs)
+    old_tag = str(first.items["app"]["image"]).rsplit(":", 1)[1]
+    write(specs, {"app/Dockerfile": f"FROM {base}\nRUN echo v2 > /v\n"})
+    assert sync(envship, specs, "aml5", aml, az, certs).actions() == {"app": "built"}
+    assert len(aml.versions) == 2  # both contents are registered versions
+
+    def gc(*extra: str) -> set[str]:
+        result = envship(
+            "gc", str(specs), *envship.target_args("aml5"), "-o", "json", "--grace", "0", *extra,
+            env=envship.env(**az.env(certs.ca_file)),
+        )  # fmt: skip
+        assert result.returncode == 0, result.stdout + result.stderr
+        return {str(row["tag"]) for row in json.loads(result.stdout)}
+
+    assert gc("--dry-run") == {old_tag}  # without Azure ML, the old image is garbage
+    published = ["--publish-workspace", aml.workspace_arg, "--publish-endpoint", aml.endpoint]
+    assert gc(*published) == set()  # a registered version names it: kept
+    assert target.manifest_digest("aml5/app", old_tag) is not None
+    assert aml.requests["list containers"] == 1

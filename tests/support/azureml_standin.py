@@ -7,7 +7,8 @@ It speaks the REST protocol azure-ai-ml's `MLClient` speaks for environments (ap
 - `PUT  .../workspaces/{ws}/environments/{name}/versions/{version}` -> 201 (or 200 when the
   same image is put again); another image for an existing version is 409: versions are
   immutable, as Azure ML's are;
-- `GET  .../workspaces/{ws}/environments/{name}/versions` -> `{"value": [...]}`.
+- `GET  .../workspaces/{ws}/environments/{name}/versions` -> `{"value": [...]}`;
+- `GET  .../workspaces/{ws}/environments` -> the environment containers.
 
 Requests need an Entra token for the stand-in's own URL (MLClient asks for
 `<resource manager>/.default`). `fail_next` answers the next requests with the given statuses
@@ -119,6 +120,21 @@ class AzureMLStandIn:
             {"value": [self._body(n, v) for (n, v) in sorted(self.versions) if n == name]}
         )
 
+    async def list_containers(self, request: web.Request) -> web.Response:
+        if (refused := self._refused(request)) is not None:
+            return refused
+        self.requests["list containers"] += 1
+        names = sorted({n for (n, _v) in self.versions})
+        prefix = self._id("x", "1").rsplit("/environments/", 1)[0]
+        return web.json_response(
+            {"value": [
+                {"id": f"{prefix}/environments/{n}", "name": n,
+                 "type": "Microsoft.MachineLearningServices/workspaces/environments",
+                 "properties": {"latestVersion": max(v for (m, v) in self.versions if m == n)}}
+                for n in names
+            ]}
+        )  # fmt: skip
+
     async def _app(self) -> web.Application:
         app = web.Application()
         base = (
@@ -126,6 +142,7 @@ class AzureMLStandIn:
             "Microsoft.MachineLearningServices/workspaces/{ws}/environments/{name}/versions"
         )
         app.router.add_get(base, self.list_versions)
+        app.router.add_get(base.rsplit("/{name}/versions", 1)[0], self.list_containers)
         app.router.add_route("GET", base + "/{version}", self.version)
         app.router.add_route("PUT", base + "/{version}", self.version)
         return app

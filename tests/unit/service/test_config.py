@@ -153,7 +153,7 @@ def test_envship_s_own_build_secret_id_cannot_be_configured(tmp_path: Path):
     assert wiring_of(load(write(tmp_path, MINIMAL))).build_cache == "auto"
 
 
-def test_publishing_to_azure_ml_is_wired_and_refused_beside_a_deleting_gc(tmp_path: Path):
+def test_publishing_to_azure_ml_is_wired(tmp_path: Path):
     publish = (
         "publish:\n  azureml: {subscription: s, resourceGroup: g, workspace: w,"
         " endpoint: 'https://management.example'}\n"
@@ -164,6 +164,3 @@ def test_publishing_to_azure_ml_is_wired_and_refused_beside_a_deleting_gc(tmp_pa
     assert wiring.publish.workspace == "w"
     assert wiring.publish.endpoint == "https://management.example"
     assert wiring_of(load(write(tmp_path, MINIMAL))).publish is None
-    with pytest.raises(ConfigError, match=r"gc deleting tags and publish\.azureml together"):
-        load(write(tmp_path, MINIMAL + publish + "gc: {enabled: true, dryRun: false}\n"))
-    load(write(tmp_path, MINIMAL + publish + "gc: {enabled: true, dryRun: true}\n"))
