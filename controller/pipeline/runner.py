@@ -79,9 +79,7 @@ class SyncRunner:
         """Hash tags no environment at the head has any more (see `controller.core.gc`);
         deleted unless `dry_run`. Uses fresh registry clients: nothing cached is trusted."""
         pool = self.pool_factory()
-        sync = Sync(
-            self.target, pool, self.options, reporter, self._shared_builder, self.publisher
-        )
+        sync = Sync(self.target, pool, self.options, reporter, self._shared_builder, self.publisher)
         try:
             found = sync.garbage(envs, grace)
             if not dry_run:

@@ -62,6 +62,14 @@ class Metrics:
             registry=r,
         )
         self._last_build: dict[str, tuple[str, str]] = {}
+        self.environment_azureml = Gauge(
+            "envship_environment_azureml_info",
+            "One series per published environment, set to 1: the Azure ML environment version "
+            "its image is registered as.",
+            ["name", "asset"],
+            registry=r,
+        )
+        self._assets: dict[str, tuple[str, str]] = {}
         self.environment_info = Gauge(
             "envship_environment_info",
             "One series per environment, set to 1: its phase, revision and hash.",
@@ -170,6 +178,18 @@ class Metrics:
         self.environment_info.labels(*labels).set(1)
         self._info[name] = labels
 
+    def _set_asset(self, name: str, asset: object) -> None:
+        old = self._assets.get(name)
+        labels = (_label(name), _label(asset)) if asset else None
+        if old == labels:
+            return
+        if old is not None:
+            self.environment_azureml.remove(*old)
+            del self._assets[name]
+        if labels is not None:
+            self.environment_azureml.labels(*labels).set(1)
+            self._assets[name] = labels
+
     def remove_environment(self, name: str) -> None:
         with self._lock:
             old = self._info.pop(name, None)
@@ -199,8 +219,11 @@ class Metrics:
                     _label(env.get("hash")),
                 )
                 self._set(name, labels)
+                self._set_asset(name, env.get("azureml"))
             for name in [n for n in self._info if n not in seen]:
                 self.environment_info.remove(*self._info.pop(name))
+            for name in [n for n in self._assets if n not in seen]:
+                self._set_asset(name, None)
             for name in [n for n in self._last_build if n not in seen]:
                 self._forget_build(name)
 

@@ -232,3 +232,14 @@ def test_each_environment_s_last_build_time_and_outcome_is_a_series_of_its_own()
     assert 'name="team/other"' not in text.split("envship_environment_build_seconds", 1)[1]
     metrics.remove_environment("team/app")
     assert 'envship_environment_build_seconds{name="team/app"' not in metrics.exposition().decode()
+
+
+def test_each_published_environment_s_asset_id_is_a_series_of_its_own():
+    metrics = Metrics()
+    asset = "azureml://subscriptions/s/resourcegroups/g/workspaces/w/environments/app/versions/3"
+    metrics.set_environments([{"name": "app", "phase": "Ready", "azureml": asset}, {"name": "b"}])
+    text = metrics.exposition().decode()
+    assert f'envship_environment_azureml_info{{asset="{asset}",name="app"}} 1.0' in text
+    assert 'envship_environment_azureml_info{asset="",name="b"}' not in text
+    metrics.set_environments([{"name": "b", "phase": "Ready"}])  # app left
+    assert "envship_environment_azureml_info{" not in metrics.exposition().decode()
