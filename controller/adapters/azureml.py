@@ -39,12 +39,15 @@ class PublishFailed(RetryLater):
 
 @dataclass(frozen=True)
 class AzureMLSettings:
-    """The workspace environments are registered in."""
+    """The workspace (subscription, resource group, name) or the Azure ML registry (`registry`)
+    environments are registered in."""
 
     subscription: str
     resource_group: str
-    workspace: str
+    workspace: str | None
     endpoint: str | None = None
+    registry: str | None = None
+    """An Azure ML registry's name: shared across workspaces (then `workspace` is None)."""
     """Azure Resource Manager of another cloud (None: Azure's public cloud)."""
     credential_factory: Callable[[], TokenCredential] = field(default=default_credential)
 
@@ -90,10 +93,15 @@ class AzureMLPublisher:
                     }  # fmt: skip
                 previous = os.environ.get("AZUREML_CURRENT_CLOUD")
                 try:
-                    self._client = MLClient(
-                        s.credential_factory(), s.subscription, s.resource_group, s.workspace,
-                        **kwargs,
-                    )  # fmt: skip
+                    if s.registry:
+                        self._client = MLClient(
+                            s.credential_factory(), registry_name=s.registry, **kwargs
+                        )
+                    else:
+                        self._client = MLClient(
+                            s.credential_factory(), s.subscription, s.resource_group,
+                            s.workspace, **kwargs,
+                        )  # fmt: skip
                 finally:  # MLClient sets it for the whole process
                     if previous is None:
                         os.environ.pop("AZUREML_CURRENT_CLOUD", None)
@@ -104,18 +112,24 @@ class AzureMLPublisher:
     def _error(self, exc: Exception, during: str) -> Exception:
         from azure.core.exceptions import ClientAuthenticationError  # noqa: PLC0415
 
-        where = f"workspace {self.settings.workspace}"
+        s = self.settings
+        where = f"registry {s.registry}" if s.registry else f"workspace {s.workspace}"
         code = _status(exc)
         if isinstance(exc, ClientAuthenticationError) or code == 401:
             return PublishRefused(f"Azure ML refused envship's identity {during} in {where}")
         if code == 403:
             return PublishRefused(
                 f"envship's identity may not register environments in {where} (403): give it "
-                "the AzureML Data Scientist role on the workspace (docs/deploy.md)"
+                "a role that may write environment versions there (docs/azureml.md)"
             )
         if code == 404:
             return PublishRefused(
                 f"Azure ML knows no {where} (404 {during}): check publish.azureml"
+            )
+        if code == 409:
+            return PublishConflict(
+                f"Azure ML refused {during} in {where} (409): the version is registered with "
+                "another image; versions are immutable: bump the spec's version"
             )
         shown = f"HTTP {code}" if code else type(exc).__name__
         return PublishFailed(
@@ -179,6 +193,11 @@ class AzureMLPublisher:
 
     def asset_id(self, wanted: AzureMLVersion) -> str:
         s = self.settings
+        if s.registry:
+            return (
+                f"azureml://registries/{s.registry}/environments/{wanted.name}"
+                f"/versions/{wanted.version}"
+            )
         return (
             f"azureml://subscriptions/{s.subscription}/resourcegroups/{s.resource_group}"
             f"/workspaces/{s.workspace}/environments/{wanted.name}/versions/{wanted.version}"

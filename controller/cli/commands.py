@@ -189,9 +189,14 @@ def result_json(result: Result) -> dict[str, Any]:
     "the spec's version, or one from the content hash); needs envship's azureml extra.",
 )
 @click.option(
+    "--publish-registry",
+    metavar="NAME",
+    help="Register them in this Azure ML registry instead (shared across workspaces).",
+)
+@click.option(
     "--publish-endpoint",
     metavar="URL",
-    help="Azure Resource Manager for --publish-workspace (default: Azure's public cloud).",
+    help="Azure Resource Manager for publishing (default: Azure's public cloud).",
 )
 @click.option("--quiet", "-q", is_flag=True, help="No build output, only the summary.")
 @click.option("--output", "-o", type=click.Choice(["table", "json"]), default="table")
@@ -204,6 +209,7 @@ def sync_command(
     source: str | None,
     revision: str | None,
     publish_workspace: str | None,
+    publish_registry: str | None,
     publish_endpoint: str | None,
     quiet: bool,
     output: str,
@@ -222,7 +228,7 @@ def sync_command(
         source=source or origin.source,
         revision=revision or origin.revision,
         dry_run=dry_run,
-        publish=publish_settings(publish_workspace, publish_endpoint),
+        publish=publish_settings(publish_workspace, publish_endpoint, publish_registry),
     )
     try:
         results = sync.run(found)
@@ -395,6 +401,9 @@ def newest_image(sync: Sync, repository: str) -> tuple[str, dict[str, str]] | No
     metavar="SUBSCRIPTION/RESOURCE_GROUP/WORKSPACE",
     help="Keep every image an Azure ML environment version there names.",
 )
+@click.option(
+    "--publish-registry", metavar="NAME", help="The same for an Azure ML registry's versions."
+)
 @click.option("--publish-endpoint", metavar="URL", help="Azure Resource Manager of another cloud.")
 @click.option("--output", "-o", type=click.Choice(["table", "json"]), default="table")
 def gc_command(
@@ -404,6 +413,7 @@ def gc_command(
     grace: float,
     dry_run: bool,
     publish_workspace: str | None,
+    publish_registry: str | None,
     publish_endpoint: str | None,
     output: str,
 ) -> None:
@@ -424,7 +434,9 @@ def gc_command(
         )
     reporter = Reporter(lambda line: say(line, err=True))
     sync = target.sync(
-        where, reporter=reporter, publish=publish_settings(publish_workspace, publish_endpoint)
+        where,
+        reporter=reporter,
+        publish=publish_settings(publish_workspace, publish_endpoint, publish_registry),
     )
     try:
         found = sync.garbage(envs, grace)

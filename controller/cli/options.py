@@ -525,8 +525,17 @@ class RegistryArgs:
         return compose.resolver(self.wiring(None))
 
 
-def publish_settings(workspace: str | None, endpoint: str | None) -> AzureMLSettings | None:
-    """`--publish-workspace SUBSCRIPTION/RESOURCE_GROUP/WORKSPACE` as settings."""
+def publish_settings(
+    workspace: str | None, endpoint: str | None, registry: str | None = None
+) -> AzureMLSettings | None:
+    """`--publish-workspace SUBSCRIPTION/RESOURCE_GROUP/WORKSPACE` or `--publish-registry NAME`
+    as settings."""
+    if workspace and registry:
+        raise click.UsageError("give --publish-workspace or --publish-registry, not both")
+    if endpoint is not None and not endpoint.startswith("https://"):
+        raise click.UsageError("--publish-endpoint: give an https:// URL")
+    if registry:
+        return AzureMLSettings("", "", None, endpoint=endpoint, registry=registry)
     if not workspace:
         if endpoint:
             raise click.UsageError("--publish-endpoint goes with --publish-workspace")
@@ -534,8 +543,6 @@ def publish_settings(workspace: str | None, endpoint: str | None) -> AzureMLSett
     parts = workspace.strip("/").split("/")
     if len(parts) != 3 or not all(parts):
         raise click.UsageError("--publish-workspace: give SUBSCRIPTION/RESOURCE_GROUP/WORKSPACE")
-    if endpoint is not None and not endpoint.startswith("https://"):
-        raise click.UsageError("--publish-endpoint: give an https:// URL")
     return AzureMLSettings(parts[0], parts[1], parts[2], endpoint=endpoint)
 
 

@@ -55,10 +55,11 @@ def publish_settings(config: Config) -> AzureMLSettings | None:
     if workspace is None:
         return None
     return AzureMLSettings(
-        subscription=workspace.subscription,
-        resource_group=workspace.resource_group,
+        subscription=workspace.subscription or "",
+        resource_group=workspace.resource_group or "",
         workspace=workspace.workspace,
         endpoint=workspace.endpoint,
+        registry=workspace.registry,
     )
 
 

@@ -273,18 +273,36 @@ class Gc(Model):
 
 
 class AzureMLWorkspace(Model):
-    """The Azure ML workspace verified images are registered in as environment versions."""
+    """The Azure ML workspace (or registry) verified images are registered in as environment
+    versions."""
 
-    subscription: str = Field(min_length=1, description="the workspace's subscription id")
-    resource_group: str = Field(
-        alias="resourceGroup", min_length=1, description="the workspace's resource group"
+    subscription: str | None = Field(
+        default=None, min_length=1, description="the workspace's subscription id"
     )
-    workspace: str = Field(min_length=1, description="the workspace's name")
+    resource_group: str | None = Field(
+        default=None,
+        alias="resourceGroup",
+        min_length=1,
+        description="the workspace's resource group",
+    )
+    workspace: str | None = Field(default=None, min_length=1, description="the workspace's name")
+    registry: str | None = Field(
+        default=None,
+        min_length=1,
+        description="an Azure ML registry's name, instead of a workspace",
+    )
     endpoint: str | None = Field(
         default=None,
         pattern=r"^https://",
         description="Azure Resource Manager of another cloud (default: Azure's public cloud)",
     )
+
+    @model_validator(mode="after")
+    def _one_target(self) -> AzureMLWorkspace:
+        workspace = self.subscription and self.resource_group and self.workspace
+        if bool(workspace) == bool(self.registry):
+            raise ValueError("give either subscription, resourceGroup and workspace, or registry")
+        return self
 
 
 class Publish(Model):

@@ -217,3 +217,28 @@ def test_gc_keeps_an_image_a_registered_version_names(
     assert gc(*published) == set()  # a registered version names it: kept
     assert target.manifest_digest("aml5/app", old_tag) is not None
     assert aml.requests["list containers"] == 1
+
+
+def test_an_azure_ml_registry_gets_the_same_versions_and_the_same_refusal(
+    envship: Envship, aml: AzureMLStandIn, az: AzureCli, certs: Certs,
+    public_bases: Registry, tmp_path: Path,
+):  # fmt: skip
+    base = f"{public_bases.host}/base/busybox:1"
+    specs = specs_on(tmp_path / "specs", base)
+    args = ["--publish-registry", aml.registry, "--publish-endpoint", aml.endpoint]
+    env = envship.env(**az.env(certs.ca_file))
+    first = envship.sync(specs, "aml6", *args, env=env)
+    assert first.result.returncode == 0, first.result.stderr
+    assert aml.requests["discovery"] >= 1
+    assert first.items["sklearn-env"]["azureml"] == (
+        f"azureml://registries/{aml.registry}/environments/sklearn-env/versions/3"
+    )
+    assert aml.requests["put"] == 2
+    again = envship.sync(specs, "aml6", *args, env=env)
+    assert again.result.returncode == 0, again.result.stderr
+    assert aml.requests["put"] == 2
+    specs_on(specs, base, marker="changed")
+    conflict = envship.sync(specs, "aml6", *args, env=env)
+    item = conflict.items["sklearn-env"]
+    assert item["action"] == "failed"
+    assert "bump the spec's version" in str(item["error"])

@@ -243,3 +243,26 @@ def test_each_published_environment_s_asset_id_is_a_series_of_its_own():
     assert 'envship_environment_azureml_info{asset="",name="b"}' not in text
     metrics.set_environments([{"name": "b", "phase": "Ready"}])  # app left
     assert "envship_environment_azureml_info{" not in metrics.exposition().decode()
+
+
+def test_the_publish_flags_name_a_workspace_or_a_registry():
+    from controller.cli.options import publish_settings  # noqa: PLC0415
+
+    assert publish_settings(None, None) is None
+    workspace = publish_settings("s/g/w", "https://arm.example")
+    assert workspace is not None
+    assert (workspace.subscription, workspace.resource_group, workspace.workspace) == (
+        "s", "g", "w",
+    )  # fmt: skip
+    registry = publish_settings(None, None, "shared")
+    assert registry is not None
+    assert registry.registry == "shared"
+    for bad, words in (
+        (("s/g", None), "give SUBSCRIPTION/RESOURCE_GROUP/WORKSPACE"),
+        (("s/g/w", "http://plain"), "give an https:// URL"),
+        ((None, "https://arm.example"), "goes with --publish-workspace"),
+    ):
+        with pytest.raises(click.UsageError, match=words):
+            publish_settings(*bad)
+    with pytest.raises(click.UsageError, match="not both"):
+        publish_settings("s/g/w", None, "shared")

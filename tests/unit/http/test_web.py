@@ -836,6 +836,7 @@ ENV_KEYS = {
     "last_error",
     "last_transition",
     "build_seconds",
+    "azureml",
     "attempts",
     "next_retry",
     "next",

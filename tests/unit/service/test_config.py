@@ -164,3 +164,15 @@ def test_publishing_to_azure_ml_is_wired(tmp_path: Path):
     assert wiring.publish.workspace == "w"
     assert wiring.publish.endpoint == "https://management.example"
     assert wiring_of(load(write(tmp_path, MINIMAL))).publish is None
+
+
+def test_publishing_goes_to_a_workspace_or_an_azure_ml_registry_not_both(tmp_path: Path):
+    registry = "publish:\n  azureml: {registry: shared-ml}\n"
+    wiring = wiring_of(load(write(tmp_path, MINIMAL + registry)))
+    assert wiring.publish is not None
+    assert wiring.publish.registry == "shared-ml"
+    assert wiring.publish.workspace is None
+    both = "publish:\n  azureml: {registry: r, subscription: s, resourceGroup: g, workspace: w}\n"
+    for text in (both, "publish:\n  azureml: {subscription: s}\n"):
+        with pytest.raises(ConfigError, match="give either subscription, resourceGroup and work"):
+            load(write(tmp_path, MINIMAL + text))
