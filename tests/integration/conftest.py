@@ -11,10 +11,12 @@ import docker
 import docker.errors
 import pytest
 
+from tests.support.azure_cli import AzureCli
 from tests.support.buildkit_cli import CLI_KINDS, use_cli
 from tests.support.canaries import record_output
 from tests.support.controller_process import Launcher
 from tests.support.envship import Envship
+from tests.support.identity import EntraIssuer
 from tests.support.infra import (
     Certs,
     Registry,
@@ -116,6 +118,18 @@ def launch(
                 controller.process.kill()
                 controller.process.wait(10)
             record_output(*controller.output())
+
+
+@pytest.fixture
+def entra() -> EntraIssuer:
+    """The tests' Entra ID, for the stand-ins of Azure services (ACR Tasks, Azure ML)."""
+    return EntraIssuer()
+
+
+@pytest.fixture
+def az(tmp_path: Path, entra: EntraIssuer) -> AzureCli:
+    """An Azure CLI whose tokens `entra` signs, for envship processes (AzureCliCredential)."""
+    return AzureCli(tmp_path / "az", entra)
 
 
 @pytest.fixture(params=CLI_KINDS)

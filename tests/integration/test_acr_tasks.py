@@ -34,24 +34,12 @@ from tests.support.azure_cli import AzureCli
 from tests.support.canaries import record_output
 from tests.support.controller_process import Launcher, wait_until
 from tests.support.envship import Envship, Run
+from tests.support.helpers import write
 from tests.support.identity import EntraIssuer, IssuingCredential
 from tests.support.infra import Certs, Registry
 from tests.support.paths import ROOT
 
 NO_ENGINE = "unix:///nonexistent/envship-has-no-engine.sock"
-
-
-def write(folder: Path, files: dict[str, str]) -> Path:
-    for name, text in files.items():
-        path = folder / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-    return folder
-
-
-@pytest.fixture
-def entra() -> EntraIssuer:
-    return EntraIssuer()
 
 
 @pytest.fixture
@@ -62,11 +50,6 @@ def acr(
     standin = AcrTasksStandIn(certs, entra, target, socket).start()
     yield standin
     standin.stop()
-
-
-@pytest.fixture
-def az(tmp_path: Path, entra: EntraIssuer) -> AzureCli:
-    return AzureCli(tmp_path / "az", entra)
 
 
 def acr_args(acr: AcrTasksStandIn) -> list[str]:

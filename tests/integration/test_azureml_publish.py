@@ -16,21 +16,9 @@ from tests.support.azure_cli import AzureCli
 from tests.support.azureml_standin import AzureMLStandIn
 from tests.support.controller_process import Launcher, wait_until
 from tests.support.envship import Envship, Run
+from tests.support.helpers import write
 from tests.support.identity import EntraIssuer
 from tests.support.infra import Certs, Registry
-
-
-def write(folder: Path, files: dict[str, str]) -> Path:
-    for name, text in files.items():
-        path = folder / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-    return folder
-
-
-@pytest.fixture
-def entra() -> EntraIssuer:
-    return EntraIssuer()
 
 
 @pytest.fixture
@@ -38,11 +26,6 @@ def aml(certs: Certs, entra: EntraIssuer) -> Iterator[AzureMLStandIn]:
     standin = AzureMLStandIn(certs, entra).start()
     yield standin
     standin.stop()
-
-
-@pytest.fixture
-def az(tmp_path: Path, entra: EntraIssuer) -> AzureCli:
-    return AzureCli(tmp_path / "az", entra)
 
 
 def sync(
@@ -242,3 +225,31 @@ def test_an_azure_ml_registry_gets_the_same_versions_and_the_same_refusal(
     item = conflict.items["sklearn-env"]
     assert item["action"] == "failed"
     assert "bump the spec's version" in str(item["error"])
+
+
+def test_a_controller_killed_between_push_and_publish_publishes_once_after_a_restart(
+    launch: Launcher, aml: AzureMLStandIn, az: AzureCli, certs: Certs, target: Registry,
+):  # fmt: skip
+    aml.read_delay = 30.0  # the first controller is killed while it asks Azure ML
+    publish = {
+        "azureml": {"subscription": aml.subscription, "resourceGroup": aml.resource_group,
+                    "workspace": aml.workspace, "endpoint": aml.endpoint},
+    }  # fmt: skip
+    files = {"envs/killed/Dockerfile": f"FROM {launch.base}\nRUN echo killed\n"}
+    first, _upstream, _secret = launch(files, env=az.env(certs.ca_file), extra={"publish": publish})
+    wait_until(lambda: aml.requests["get"] >= 1, 180, "the publish step", first)
+    repository = "ctl/killed"
+    assert target.tags(repository)  # pushed
+    first.process.kill()
+    first.process.wait(10)
+    assert aml.versions == {}  # and not published
+
+    aml.read_delay = 0.0
+    second, _upstream, _secret = launch(
+        files, env=az.env(certs.ca_file), extra={"publish": publish}
+    )
+    wait_until(lambda: second.envs()["killed"]["phase"] == "Ready", 180, "published", second)
+    assert aml.requests["put"] == 1  # once
+    (stored,) = aml.versions.values()
+    env = second.envs()["killed"]
+    assert stored["image"] == f"{env['image'].rsplit(':', 1)[0]}@{env['digest']}"

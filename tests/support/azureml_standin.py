@@ -24,6 +24,7 @@ answered 409, as for a version that needs no upload.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections import Counter
 from dataclasses import dataclass, field
@@ -47,6 +48,8 @@ class AzureMLStandIn:
     registry: str = "shared-ml"
     """The Azure ML registry it also answers for (discovery, then the data plane)."""
     fail_next: list[int] = field(default_factory=list)
+    read_delay: float = 0.0
+    """Seconds each version read waits before it is answered (to kill a client meanwhile)."""
     requests: Counter[str] = field(default_factory=Counter)
     versions: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     _server: BackgroundServer | None = field(default=None, init=False, repr=False)
@@ -113,6 +116,8 @@ class AzureMLStandIn:
         registry = "reg" in request.match_info
         if request.method == "GET":
             self.requests["get"] += 1
+            if self.read_delay:
+                await asyncio.sleep(self.read_delay)
             if key not in self.versions:
                 return self._error(404, "UserError", "Not found")
             return web.json_response(self._body(*key, registry))
