@@ -35,7 +35,6 @@ from controller.adapters.builder import (
     PushError,
     context_tar,
 )
-from controller.adapters.redact import REDACTOR
 from controller.adapters.secrets import default_credential
 from controller.core.dockerfile import run_mounts
 from controller.core.errors import Misconfigured, RetryLater
@@ -213,7 +212,6 @@ class LogReader:
         self._partial = b""
         self.complete = False
         self.lost = False
-        self._misses = 0
         self.lines: list[str] = []
 
     def _blob(self) -> Any:
@@ -244,13 +242,11 @@ class LogReader:
             if "complete" in metadata:
                 self.complete = True
                 self._emit(b"", final=True)
-            self._misses = 0
         except ResourceNotFoundError:
-            self._misses += 1
+            pass  # not written yet, or lost: the run's end decides (`give_up`)
         except AzureError as exc:
             if _status(exc) == 403:  # the SAS expired: ask for another
                 self._url = None
-            self._misses += 1
 
     def give_up(self) -> None:
         """The run ended and its log never became complete: say so, once."""
@@ -426,8 +422,6 @@ class AcrTasksBuilder:
             for host, auth in sorted((registry_auth or {}).items())
             if host != own_host and auth.get("username") and auth.get("password")
         }
-        for host in custom:
-            REDACTOR.add((registry_auth or {})[host]["password"])
         return models.DockerBuildRequest(
             image_names=[image],
             is_push_enabled=True,

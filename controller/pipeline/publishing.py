@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
+from controller.adapters.azureml import Published
 from controller.core.azureml import AzureMLVersion, asset_name, azureml_version, derived_version
 from controller.core.errors import EnvshipError
 from controller.core.naming import split_reference
@@ -20,7 +21,7 @@ from controller.pipeline.outcome import DONE, Reporter, Result, Step, failure
 class Publishing(Protocol):
     """What this step needs of Azure ML (`controller.adapters.azureml.AzureMLPublisher`)."""
 
-    def publish(self, wanted: AzureMLVersion) -> object: ...
+    def publish(self, wanted: AzureMLVersion) -> Published: ...
 
     def asset_id(self, wanted: AzureMLVersion) -> str: ...
 
@@ -72,8 +73,7 @@ def publish(
             reporter.line(key, f"not published: {exc}", Step.FAILED)
             continue
         result.asset = publisher.asset_id(wanted)
-        created = getattr(published, "created", True)
-        said = "published as" if created else "already published as"
+        said = "published as" if published.created else "already published as"
         reporter.line(key, f"{said} {wanted.reference}", Step.PUBLISH)
 
 

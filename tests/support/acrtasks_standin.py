@@ -354,15 +354,19 @@ class AcrTasksStandIn:
         thread.start()
         return web.json_response(run.body(self.resource))
 
+    @staticmethod
+    def _no_run() -> web.Response:
+        return web.json_response(
+            {"error": {"code": "ResourceNotFound", "message": "run not found"}}, status=404
+        )
+
     async def get_run(self, request: web.Request) -> web.Response:
         if (refused := self._authorized(request)) is not None:
             return refused
         self.requests["get run"] += 1
         run = self.runs.get(request.match_info["run"])
         if run is None:
-            return web.json_response(
-                {"error": {"code": "ResourceNotFound", "message": "run not found"}}, status=404
-            )
+            return self._no_run()
         return web.json_response(run.body(self.resource))
 
     async def list_runs(self, request: web.Request) -> web.Response:
@@ -378,9 +382,7 @@ class AcrTasksStandIn:
             return refused
         run = self.runs.get(request.match_info["run"])
         if run is None:
-            return web.json_response(
-                {"error": {"code": "ResourceNotFound", "message": "run not found"}}, status=404
-            )
+            return self._no_run()
         self.requests["log url"] += 1
         run.log_requests += 1
         link = self.sas_url("logs", f"{run.run_id}.log", "r")
@@ -391,9 +393,7 @@ class AcrTasksStandIn:
             return refused
         run = self.runs.get(request.match_info["run"])
         if run is None:
-            return web.json_response(
-                {"error": {"code": "ResourceNotFound", "message": "run not found"}}, status=404
-            )
+            return self._no_run()
         self.requests["cancel"] += 1
         run.cancelled.set()
         return web.Response(status=200)
